@@ -1,0 +1,102 @@
+"""Base images per Debian suite, with or without a container registry.
+
+`debian:<suite>-slim` is used when it is present or can be pulled. Otherwise the suite
+is bootstrapped from the Debian archive (debootstrap --variant=minbase → docker import)
+and cached as `pg-session-jwt-base:<suite>`, reused by later builds until a refresh.
+"""
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from scripts.errors import UserError
+from scripts.progress import say
+
+CACHE_REPO = "pg-session-jwt-base"
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
+
+
+def official_ref(suite):
+    return f"debian:{suite}-slim"
+
+
+def cached_ref(suite):
+    return f"{CACHE_REPO}:{suite}"
+
+
+def _exists(client, ref):
+    import docker
+
+    try:
+        client.images.get(ref)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def _pull(client, ref):
+    try:
+        client.images.pull(ref)
+        return True
+    except Exception:  # no registry, no network or no such tag: bootstrap instead
+        return False
+
+
+def ensure(client, suite, mirror, refresh=False):
+    """The local image reference to build `suite` images from, bootstrapping if needed."""
+    scope = f"base {suite}"
+    if not refresh:
+        for ref in (official_ref(suite), cached_ref(suite)):
+            if _exists(client, ref):
+                say(scope, f"using local image {ref}")
+                return ref
+        if _pull(client, official_ref(suite)):
+            say(scope, f"pulled {official_ref(suite)}")
+            return official_ref(suite)
+        say(scope, f"{official_ref(suite)} cannot be pulled; bootstrapping from {mirror}")
+    else:
+        say(scope, f"refresh requested; bootstrapping from {mirror}")
+    bootstrap(client, suite, mirror)
+    return cached_ref(suite)
+
+
+def debootstrap_command(suite, target, mirror):
+    """The debootstrap call for `suite`; suites newer than this debootstrap use the sid script."""
+    script = DEBOOTSTRAP_SCRIPTS / suite
+    if not script.exists():
+        script = DEBOOTSTRAP_SCRIPTS / "sid"
+    return ["debootstrap", "--variant=minbase", "--components=main", suite,
+            str(target), mirror, str(script)]
+
+
+def bootstrap(client, suite, mirror):
+    """debootstrap `suite` into a temporary folder and import it as cached_ref(suite)."""
+    scope = f"base {suite}"
+    if shutil.which("debootstrap") is None:
+        raise UserError(
+            f"no {official_ref(suite)} image and no registry to pull it from, so the base must be "
+            "bootstrapped from the Debian archive, but debootstrap is not installed: "
+            "run `sudo apt-get install debootstrap` (or load a debian image with `docker load`)")
+    with tempfile.TemporaryDirectory(prefix=f"pgjwt-{suite}-", dir="/var/tmp") as tmp:
+        root = Path(tmp) / "rootfs"
+        say(scope, "debootstrap (about a minute)")
+        result = subprocess.run(debootstrap_command(suite, root, mirror),
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+            raise UserError(
+                f"debootstrap of {suite} from {mirror} failed (exit {result.returncode}); "
+                f"check the mirror in images/versions.yaml and that you are root:\n{tail}")
+        # debootstrap leaves the downloaded .debs and package lists behind.
+        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for path in (root / leftover).glob("*"):
+                if path.is_file():
+                    path.unlink()
+        say(scope, f"importing as {cached_ref(suite)}")
+        tar = subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-c", "."],
+                             capture_output=True, check=True).stdout
+        client.api.import_image_from_data(
+            tar, repository=CACHE_REPO, tag=suite,
+            changes=['CMD ["bash"]', "ENV LANG=C.UTF-8"])
+    return cached_ref(suite)
