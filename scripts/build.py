@@ -55,18 +55,23 @@ def build_args(entry, mx, base, ext_version):
     }
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def explain_failure(entry, log_lines, message):
-    """A UserError for a failed build, naming the failed apt package and suite when it was apt."""
-    text = "\n".join(log_lines[-40:])
-    missing = re.findall(r"E: (?:Unable to locate package|Package '?)([\w.+-]+)", text)
-    if missing or "apt-get install" in text and "E: " in text:
-        what = ", ".join(sorted(set(missing))) or "see the log above"
+    """A UserError for a failed build; for an apt failure it names the packages and the suite."""
+    lines = [ANSI.sub("", line) for line in log_lines[-60:]]
+    apt_errors = [line.strip() for line in lines if line.strip().startswith("E: ")]
+    tail = "\n".join(lines[-25:])
+    if apt_errors:
+        missing = sorted(set(re.findall(r"Unable to locate package (\S+)", "\n".join(apt_errors))))
+        what = (f"packages not found: {', '.join(missing)}; check the names for {entry.major} in "
+                "images/versions.yaml") if missing else "check that the mirror in images/versions.yaml is reachable"
         return UserError(
-            f"PostgreSQL {entry.major}: apt could not install {what} from Debian {entry.suite}; "
-            f"check the package names for {entry.major} in images/versions.yaml and that the "
-            f"mirror is reachable.\n--- last build lines ---\n{text}")
+            f"PostgreSQL {entry.major}: apt failed in Debian {entry.suite} ({what}):\n  "
+            + "\n  ".join(dict.fromkeys(apt_errors)))
     return UserError(f"PostgreSQL {entry.major}: docker build failed: {message}\n"
-                     f"--- last build lines ---\n{text}")
+                     f"--- last build lines ---\n{tail}")
 
 
 def build_one(client, entry, mx, repo, refresh_base):

@@ -1,0 +1,97 @@
+"""What every image holds: the right server, PL/Python, the extension, its settings, labels."""
+
+import json
+
+import pytest
+
+from scripts import matrix, render_conf
+from scripts.matrix import ROOT
+
+pytestmark = pytest.mark.container
+
+OCI_LABELS = ("title", "description", "version", "revision", "created", "source", "licenses")
+
+
+def rendered_settings(major):
+    """{name: value as SHOW prints it} for `major` from images/postgresql.yaml."""
+    settings = render_conf.settings_for(ROOT / "images" / "postgresql.yaml", major)
+    return {name: value.strip("'").replace("''", "'") for name, value in settings.items()}
+
+
+def test_server_major_matches_matrix(pg, pg_major, host):
+    with pg.connect() as conn:
+        version_num = int(conn.execute("show server_version_num").fetchone()[0])
+    assert version_num // 10000 == pg_major
+    assert host.run("postgres --version").stdout.split()[2].startswith(f"{pg_major}.")
+
+
+def test_tags_and_labels(docker_client, image, pg_major):
+    img = docker_client.images.get(image)
+    labels = img.labels
+    for name in OCI_LABELS:
+        assert labels.get(f"org.opencontainers.image.{name}"), name
+    assert labels["io.pg-session-jwt.postgres.major"] == str(pg_major)
+    control = (ROOT / "extension" / "pg_session_jwt.control").read_text()
+    assert f"default_version = '{labels['io.pg-session-jwt.extension.version']}'" in control
+    # the major.minor tag is read from the image, and points at the same image
+    minor_tags = [t for t in img.tags if t.split(":")[1].startswith(f"{pg_major}.")]
+    assert minor_tags, img.tags
+    default = matrix.load().default.major
+    assert (f"{image.split(':')[0]}:latest" in img.tags) == (pg_major == default)
+
+
+@pytest.mark.parametrize("path", [
+    "/usr/share/postgresql/{m}/extension/pg_session_jwt.control",
+    "/usr/share/postgresql/{m}/extension/plpython3u.control",
+    "/usr/lib/postgresql/{m}/lib/plpython3.so",
+    "/usr/lib/python3/dist-packages/pg_session_jwt/__init__.py",
+    "/etc/postgresql/postgresql.conf",
+])
+def test_files_installed(host, pg_major, path):
+    assert host.file(path.format(m=pg_major)).exists
+
+
+def test_extension_sql_scripts_installed(host, pg_major):
+    sql = sorted((ROOT / "extension" / "sql").glob("*.sql"))
+    assert sql
+    for script in sql:
+        assert host.file(f"/usr/share/postgresql/{pg_major}/extension/{script.name}").exists
+
+
+def test_image_python_has_jwcrypto_and_yaml(host):
+    assert host.run("python3 -c 'import jwcrypto.jws, yaml'").rc == 0
+
+
+def test_server_runs_as_postgres_with_postgres_as_pid_1(host):
+    processes = host.process.filter(comm="postgres")
+    assert processes
+    assert {p.user for p in processes} == {"postgres"}
+    assert host.process.get(pid=1).comm == "postgres"
+
+
+def test_every_yaml_setting_reads_back_with_show(pg, pg_major):
+    expected = rendered_settings(pg_major)
+    assert expected
+    with pg.connect() as conn:
+        actual = {name: conn.execute(f"show {name}").fetchone()[0] for name in expected}
+    assert actual == expected
+
+
+def test_jwk_from_startup_packet_reads_back(pg, keys):
+    jwk = json.dumps(keys["EdDSA"].export_public(as_dict=True), separators=(",", ":"))
+    with pg.connect(jwk=jwk) as conn:
+        assert conn.execute("select current_setting('pg_session_jwt.jwk')").fetchone()[0] == jwk
+
+
+def test_databases_are_utf8_with_extension_ready(pg):
+    with pg.connect() as conn:
+        rows = conn.execute(
+            "select datname, pg_encoding_to_char(encoding) from pg_database"
+            " where datname in ('postgres', 'template1')").fetchall()
+        assert {enc for _, enc in rows} == {"UTF8"}
+        ext = conn.execute("select extversion from pg_extension where extname = 'pg_session_jwt'")
+        assert ext.fetchone() is not None
+
+
+def test_locale_available(host):
+    assert "en_US.utf8" in host.run("locale -a").stdout

@@ -1,0 +1,66 @@
+"""The build tooling's pure logic: build arguments, base-image choice, failure messages."""
+
+import pytest
+
+from scripts import base_image, build, docker_client, matrix
+from scripts.errors import UserError
+
+
+@pytest.fixture
+def entry():
+    return matrix.load().select(["18"])[0]
+
+
+def test_build_args_come_from_the_matrix(entry):
+    mx = matrix.load()
+    args = build.build_args(entry, mx, "pg-session-jwt-base:forky", "9.9.9")
+    assert args["PG_MAJOR"] == "18" and args["SUITE"] == "forky"
+    assert args["PACKAGES"].split() == list(mx.common_packages + entry.packages)
+    assert args["EXT_VERSION"] == "9.9.9"
+    assert args["CREATED"].endswith("Z")
+
+
+def test_extension_version_is_the_control_files_default_version():
+    control = (matrix.ROOT / "extension" / "pg_session_jwt.control").read_text()
+    assert f"default_version = '{build.extension_version()}'" in control
+
+
+def test_apt_failure_names_packages_and_suite(entry):
+    log = ["Step 5/20 : RUN apt-get install", "\x1b[91mE: Unable to locate package postgresql-99\x1b[0m"]
+    message = str(build.explain_failure(entry, log, "returned a non-zero code: 100"))
+    assert "PostgreSQL 18" in message and "Debian forky" in message
+    assert "postgresql-99" in message and "images/versions.yaml" in message
+
+
+def test_other_apt_failure_points_at_the_mirror(entry):
+    log = ["E: Failed to fetch http://deb.debian.org/debian/dists/forky/InRelease"]
+    assert "mirror" in str(build.explain_failure(entry, log, "x"))
+
+
+def test_non_apt_failure_keeps_the_log_tail(entry):
+    message = str(build.explain_failure(entry, ["Step 9/20 : COPY x y", "no such file"], "COPY failed"))
+    assert "COPY failed" in message and "no such file" in message
+
+
+def test_debootstrap_uses_sid_script_for_suites_it_does_not_know(tmp_path, monkeypatch):
+    (tmp_path / "bookworm").write_text("")
+    monkeypatch.setattr(base_image, "DEBOOTSTRAP_SCRIPTS", tmp_path)
+    assert base_image.debootstrap_command("bookworm", "/r", "http://m")[-1] == str(tmp_path / "bookworm")
+    assert base_image.debootstrap_command("forky", "/r", "http://m")[-1] == str(tmp_path / "sid")
+
+
+def test_missing_debootstrap_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(base_image.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="apt-get install debootstrap"):
+        base_image.bootstrap(client=None, suite="trixie", mirror="http://m")
+
+
+def test_unreachable_docker_daemon_says_how_to_fix(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(UserError, match="cannot reach the Docker daemon: no socket at .*Start the daemon"):
+        docker_client.connect()
+
+
+def test_cli_unknown_major_exits_2(capsys):
+    assert build.main(["--pg", "16"]) == 2
+    assert "known majors are 15, 17, 18" in capsys.readouterr().err
