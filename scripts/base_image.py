@@ -5,6 +5,7 @@ is bootstrapped from the Debian archive (debootstrap --variant=minbase → docke
 and cached as `pg-session-jwt-base:<suite>`, reused by later builds until a refresh.
 """
 
+import fnmatch
 import shutil
 import subprocess
 import tempfile
@@ -15,6 +16,17 @@ from scripts.progress import say
 
 CACHE_REPO = "pg-session-jwt-base"
 DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
+
+# What debian:*-slim leaves out, as dpkg path filters: later package installs skip these
+# paths too. (path-include wins over an earlier path-exclude.)
+SLIM_FILTERS = (
+    ("exclude", "/usr/share/doc/*"),
+    ("include", "/usr/share/doc/*/copyright"),
+    ("exclude", "/usr/share/man/*"),
+    ("exclude", "/usr/share/info/*"),
+    ("exclude", "/usr/share/locale/*"),
+    ("include", "/usr/share/locale/locale.alias"),
+)
 
 
 def official_ref(suite):
@@ -70,6 +82,33 @@ def debootstrap_command(suite, target, mirror):
             str(target), mirror, str(script)]
 
 
+def slim(root):
+    """Make a bootstrapped tree like debian:*-slim: no docs, man pages or translations
+    (now or in later installs), and none of the .debs and lists debootstrap leaves."""
+    root = Path(root)
+    config = root / "etc/dpkg/dpkg.cfg.d/docker-slim"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("".join(f"path-{verb} {pattern}\n" for verb, pattern in SLIM_FILTERS))
+
+    def dropped(path):  # dpkg's rule: the last filter that matches decides (fnmatch '*' spans '/')
+        verdict = False
+        for verb, pattern in SLIM_FILTERS:
+            if fnmatch.fnmatch(path, pattern):
+                verdict = verb == "exclude"
+        return verdict
+
+    tops = {root / pattern.lstrip("/").split("*")[0] for verb, pattern in SLIM_FILTERS}
+    tops |= {root / "var/cache/apt/archives", root / "var/lib/apt/lists"}
+    for top in tops:
+        for path in sorted(top.rglob("*"), reverse=True):  # children before their folders
+            rel = "/" + str(path.relative_to(root))
+            if path.is_dir() and not path.is_symlink():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            elif dropped(rel) or "/var/" in rel and path.is_file():
+                path.unlink()
+
+
 def bootstrap(client, suite, mirror):
     """debootstrap `suite` into a temporary folder and import it as cached_ref(suite)."""
     scope = f"base {suite}"
@@ -88,11 +127,7 @@ def bootstrap(client, suite, mirror):
             raise UserError(
                 f"debootstrap of {suite} from {mirror} failed (exit {result.returncode}); "
                 f"check the mirror in images/versions.yaml and that you are root:\n{tail}")
-        # debootstrap leaves the downloaded .debs and package lists behind.
-        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            for path in (root / leftover).glob("*"):
-                if path.is_file():
-                    path.unlink()
+        slim(root)
         say(scope, f"importing as {cached_ref(suite)}")
         tar = subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-c", "."],
                              capture_output=True, check=True).stdout

@@ -64,3 +64,18 @@ def test_unreachable_docker_daemon_says_how_to_fix(monkeypatch):
 def test_cli_unknown_major_exits_2(capsys):
     assert build.main(["--pg", "16"]) == 2
     assert "known majors are 15, 17, 18" in capsys.readouterr().err
+
+
+def test_slim_drops_docs_but_keeps_copyright_and_locale_alias(tmp_path):
+    files = ["usr/share/doc/bash/README", "usr/share/doc/bash/copyright", "usr/share/man/man1/ls.1.gz",
+             "usr/share/info/dir", "usr/share/locale/de/LC_MESSAGES/x.mo", "usr/share/locale/locale.alias",
+             "var/cache/apt/archives/x.deb", "var/lib/apt/lists/x_Packages", "usr/bin/bash"]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    base_image.slim(tmp_path)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["etc/dpkg/dpkg.cfg.d/docker-slim", "usr/bin/bash", "usr/share/doc/bash/copyright",
+                    "usr/share/locale/locale.alias"]
+    config = (tmp_path / "etc/dpkg/dpkg.cfg.d/docker-slim").read_text()
+    assert "path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\n" in config
