@@ -1,0 +1,17 @@
+"""pg_session_jwt: verify JSON Web Tokens inside PostgreSQL (the Python half of the extension).
+
+The SQL functions of the extension (extension/sql/) are thin PL/Python wrappers around
+`pg_session_jwt.pl`; the rest is plain Python with no server dependency:
+
+    errors   the one exception type, carrying a SQLSTATE
+    encoding strict base64url and strict JSON
+    keys     JWK / JWKS parsing into verifiers (cryptography only, imported per key type)
+    token    compact JWS parsing, header checks, signature verification
+    claims   jti / nbf / exp / aud / iss checks
+    session  per-backend state: captured settings, parsed key, verified-claims cache
+    pl       the glue called from SQL; the only module that talks to plpy
+
+This package never imports jwcrypto: signatures are verified with `cryptography`
+directly, so jwcrypto's own parsing (and its CVEs) is not reachable from SQL, and a new
+backend does not pay jwcrypto's import time.
+"""

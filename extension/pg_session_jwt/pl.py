@@ -1,0 +1,142 @@
+"""The glue called from the extension's plpython3u functions; the only module using plpy.
+
+Each SQL function body caches one function of this module in its SD and calls it with
+`plpy` and its arguments. The getters receive `pg_session_jwt.jwt` and
+`request.jwt.claims` as arguments (read by an inlined SQL wrapper), so a cache hit —
+the common case, once per row — is a string comparison and an expiry check, with no
+SPI call. A JwtError becomes an ERROR with its SQLSTATE, never a Python traceback.
+"""
+
+from time import time
+
+from .errors import CHECK_VIOLATION, OBJECT_NOT_IN_PREREQUISITE_STATE, JwtError
+from .session import Backend
+
+state = Backend()
+
+# A VOLATILE plpgsql helper that RESETs the settings in a subtransaction it rolls back,
+# so it reads their connection-start values and leaves the session's own untouched.
+CAPTURE = "select * from auth._connection_settings()"
+
+PARALLEL_MODE = ("pg_session_jwt cannot read the connection's settings in parallel mode: call "
+                 "auth.init() before a query that may run in parallel, and do not wrap its "
+                 "functions in PARALLEL SAFE ones")
+
+
+def capture(plpy, parallel_possible=True):
+    """Read the connection-start settings once per backend. Callers that are PARALLEL
+    UNSAFE (never run in parallel mode) skip the parallel-mode check and its ctypes import."""
+    if state.settings is not None:
+        return
+    if parallel_possible and in_parallel_mode():
+        raise JwtError(OBJECT_NOT_IN_PREREQUISITE_STATE, PARALLEL_MODE)
+    try:
+        rows = plpy.execute(CAPTURE)
+    except plpy.SPIError as exc:
+        # 25000: RESET is refused in parallel mode (what in_parallel_mode() foresees).
+        if getattr(exc, "sqlstate", None) != "25000":
+            raise
+        raise JwtError(OBJECT_NOT_IN_PREREQUISITE_STATE, PARALLEL_MODE) from None
+    state.configure(rows[0])
+
+
+def in_parallel_mode():
+    """PostgreSQL's IsInParallelMode(), called in the server process itself.
+
+    Asked before any SPI call rather than learnt from its error: before PostgreSQL 17,
+    plpy.execute() in parallel mode fails to start its subtransaction with an ERROR that
+    jumps out of the Python interpreter and leaves it unusable for the rest of the backend.
+    Outside a server (unit tests) the symbol does not exist and the answer is False.
+    """
+    import ctypes
+
+    function = getattr(ctypes.CDLL(None), "IsInParallelMode", None)
+    if function is None:
+        return False
+    function.restype = ctypes.c_bool
+    return function()
+
+
+def _error(plpy, exc):
+    plpy.error(exc.message, sqlstate=exc.sqlstate)
+
+
+def _lookup(plpy, jwt, request_claims):
+    current = state.current
+    if current is not None and jwt == current.token:
+        if current.expires is not None and current.expires < time():
+            raise JwtError(CHECK_VIOLATION, "Token used after it has expired")
+        return current
+    if not jwt and not request_claims:
+        return None
+    capture(plpy)
+    return state.lookup(jwt, request_claims, time(), plpy.log)
+
+
+def init(plpy):
+    """auth.init(): capture the settings and parse the key (02000 when there is none)."""
+    try:
+        capture(plpy, parallel_possible=False)
+        state.keys()
+    except JwtError as exc:
+        _error(plpy, exc)
+
+
+def verify(plpy, jwt):
+    """auth.jwt_session_init()'s check: `jwt` when it verifies, else an ERROR."""
+    try:
+        capture(plpy, parallel_possible=False)
+        state.verify(jwt, time(), plpy.log)
+    except JwtError as exc:
+        _error(plpy, exc)
+    return jwt
+
+
+def session(plpy, jwt, request_claims):
+    """auth.session() / auth.jwt(): the claims as JSON text, JSON null without a session."""
+    try:
+        found = _lookup(plpy, jwt, request_claims)
+    except JwtError as exc:
+        _error(plpy, exc)
+    return "null" if found is None else found.claims_json
+
+
+def user_id(plpy, jwt, request_claims):
+    """auth.user_id(): `sub`, NULL without a session; 42804 when a verified `sub` is not text."""
+    try:
+        found = _lookup(plpy, jwt, request_claims)
+    except JwtError as exc:
+        _error(plpy, exc)
+    if found is None:
+        return None
+    sub = found.sub
+    if isinstance(sub, JwtError):
+        _error(plpy, sub)
+    return sub
+
+
+def uid(plpy, jwt, request_claims):
+    """auth.uid(): `sub` when it is a UUID, else NULL."""
+    try:
+        found = _lookup(plpy, jwt, request_claims)
+    except JwtError as exc:
+        _error(plpy, exc)
+    return None if found is None else found.uid
+
+
+def organization(plpy, jwt, request_claims):
+    """auth.organization(): the `o` claim when it is an object, else NULL."""
+    try:
+        found = _lookup(plpy, jwt, request_claims)
+    except JwtError as exc:
+        _error(plpy, exc)
+    return None if found is None else found.organization
+
+
+def organization_id(plpy, jwt, request_claims):
+    """auth.organization_id(): `o.id` when it is a UUID, else NULL."""
+    try:
+        found = _lookup(plpy, jwt, request_claims)
+    except JwtError as exc:
+        _error(plpy, exc)
+    return None if found is None else found.organization_id
