@@ -29,7 +29,7 @@ def extension_version():
     try:
         text = CONTROL_FILE.read_text()
     except OSError as exc:
-        raise UserError(f"{CONTROL_FILE}: cannot read the extension's control file: {exc.strerror}")
+        raise UserError(f"{CONTROL_FILE}: cannot read the extension's control file: {exc.strerror}") from None
     match = re.search(r"^default_version\s*=\s*'([^']+)'", text, re.M)
     if not match:
         raise UserError(f"{CONTROL_FILE}: no default_version line")
@@ -51,7 +51,7 @@ def build_args(entry, mx, base, ext_version):
         "PACKAGES": " ".join(mx.common_packages + entry.packages),
         "EXT_VERSION": ext_version,
         "REVISION": git_revision(),
-        "CREATED": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "CREATED": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 
@@ -65,8 +65,11 @@ def explain_failure(entry, log_lines, message):
     tail = "\n".join(lines[-25:])
     if apt_errors:
         missing = sorted(set(re.findall(r"Unable to locate package (\S+)", "\n".join(apt_errors))))
-        what = (f"packages not found: {', '.join(missing)}; check the names for {entry.major} in "
-                "images/versions.yaml") if missing else "check that the mirror in images/versions.yaml is reachable"
+        if missing:
+            what = (f"packages not found: {', '.join(missing)}; "
+                    f"check the names for {entry.major} in images/versions.yaml")
+        else:
+            what = "check that the mirror in images/versions.yaml is reachable"
         return UserError(
             f"PostgreSQL {entry.major}: apt failed in Debian {entry.suite} ({what}):\n  "
             + "\n  ".join(dict.fromkeys(apt_errors)))
