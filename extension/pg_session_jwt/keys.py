@@ -2,13 +2,15 @@
 
 Only asymmetric public keys are accepted: the setting is readable by every user, so a
 symmetric (`oct`) key or a private key there would let anyone mint tokens. Each key
-type imports only the `cryptography` module it needs, once per backend: a new
-connection should not pay for RSA when the issuer signs with Ed25519.
+is parsed once per backend and imports only what its type needs: Ed25519 goes through
+the server's own libcrypto (libcrypto.py), EC and RSA through the matching `cryptography`
+module, so a new connection does not pay for RSA when the issuer signs with Ed25519.
 
 A key's `alg` member, when present, narrows what it verifies to that one algorithm;
 `use` must be "sig" and `key_ops` must include "verify" when present.
 """
 
+from . import libcrypto
 from .encoding import b64url_decode, json_loads
 from .errors import CHECK_VIOLATION, DATATYPE_MISMATCH, JwtError
 
@@ -140,6 +142,14 @@ def _okp(jwk, where):
     x = _member(jwk, "x", where)
     if len(x) != 32:
         raise _unusable(f"{where}: an Ed25519 \"x\" is 32 bytes")
+    verify = libcrypto.verifier(x)
+    if verify is None:
+        verify = _okp_cryptography(x)
+    return dict.fromkeys(OKP_ALGS, verify)
+
+
+def _okp_cryptography(x):
+    """Ed25519 through `cryptography`, where libcrypto.verifier() is not available."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -152,7 +162,7 @@ def _okp(jwk, where):
             return False
         return True
 
-    return dict.fromkeys(OKP_ALGS, verify)
+    return verify
 
 
 def _ec(jwk, where):

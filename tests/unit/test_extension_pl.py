@@ -246,7 +246,8 @@ def test_errors_never_contain_the_key_or_the_token(key):
 
 
 def test_verification_never_imports_jwcrypto(key):
-    """jwcrypto's CVEs are unreachable from SQL: the package verifies without it."""
+    """jwcrypto's CVEs are unreachable from SQL: the package verifies without it. An Ed25519
+    key does not even import `cryptography` (libcrypto.py), which keeps a new backend cheap."""
     jwt = mint(key, sub="alice")
     program = (
         "import sys, json\n"
@@ -254,13 +255,9 @@ def test_verification_never_imports_jwcrypto(key):
         "from pg_session_jwt import keys, token\n"
         "jwk, jwt = json.load(sys.stdin)\n"
         "assert token.verify(jwt, keys.parse(jwk), 16384)[0]['sub'] == 'alice'\n"
-        "prefixes = ('jwcrypto', 'cryptography.hazmat.primitives.asymmetric.')\n"
-        "loaded = sorted(m for m in sys.modules if m.startswith(prefixes))\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('jwcrypto', 'cryptography')))\n"
         "print(json.dumps(loaded))\n"
     )
     out = subprocess.run([sys.executable, "-c", program], input=json.dumps([public_jwk(key), jwt]),
                          capture_output=True, text=True, check=True).stdout
-    loaded = json.loads(out)
-    assert not [m for m in loaded if m.startswith("jwcrypto")]
-    assert "cryptography.hazmat.primitives.asymmetric.ed25519" in loaded
-    assert "cryptography.hazmat.primitives.asymmetric.rsa" not in loaded
+    assert json.loads(out) == []
