@@ -1,17 +1,19 @@
 """The token tool: make signing keys and mint tokens for development and tests.
 
-    python -m scripts.jwt keygen [--alg EdDSA|ES256|RS256] [--out key.json]
+    python -m scripts.jwt keygen [--alg EdDSA|ES256|RS256] [--out key.json] [--force]
     python -m scripts.jwt mint --key key.json --sub alice [--ttl 15m] [--claim k=v ...]
 
-keygen writes the private JWK (mode 0600) and prints the public JWK and a PGOPTIONS
-line; mint prints a compact JWS whose `jti` increases from call to call. Bad input is
-a one-line error and exit status 2.
+keygen writes the private JWK (mode 0600; an existing file only with --force) and prints
+the public JWK and a PGOPTIONS line ready to paste; mint prints a compact JWS whose `jti`
+increases from call to call, also across processes. Bad input is a one-line error and
+exit status 2.
 """
 
 import argparse
 import json
 import os
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -64,6 +66,21 @@ def next_jti():
     return _last_jti
 
 
+def key_algorithm(key):
+    """The JWS algorithm for `key`: its `alg` member, else the usual one for its type."""
+    if key.get("alg"):
+        return key.get("alg")
+    kty, crv = key.get("kty"), key.get("crv")
+    by_curve = {"Ed25519": "EdDSA", "Ed448": "EdDSA", "P-256": "ES256", "P-384": "ES384",
+                "P-521": "ES512"}
+    if kty == "RSA":
+        return "RS256"
+    if crv in by_curve:
+        return by_curve[crv]
+    raise UserError(f"no algorithm for a {kty} key on curve {crv}: only asymmetric keys "
+                    "(OKP Ed25519, EC P-256/384/521, RSA) can sign tokens pg_session_jwt accepts")
+
+
 def mint(key, claims=None, alg=None, header=None, ttl=900, sub=None):
     """A compact JWS signed by `key`, with iat/exp/jti filled in unless given in `claims`."""
     now = int(time.time())
@@ -71,7 +88,7 @@ def mint(key, claims=None, alg=None, header=None, ttl=900, sub=None):
     if sub is not None:
         payload["sub"] = sub
     payload.update(claims or {})
-    protected = {"alg": alg or key.get("alg", "EdDSA"), "typ": "JWT"}
+    protected = {"alg": alg or key_algorithm(key), "typ": "JWT"}
     if key.get("kid"):
         protected["kid"] = key.get("kid")
     protected.update(header or {})
@@ -80,19 +97,20 @@ def mint(key, claims=None, alg=None, header=None, ttl=900, sub=None):
     return token.serialize(compact=True)
 
 
-def parse_ttl(text):
-    """`900`, `90s`, `15m`, `2h`, `1d` → seconds."""
+def parse_ttl(text, option="--ttl"):
+    """`900`, `90s`, `15m`, `2h`, `1d` → seconds; errors name `option`."""
     match = re.fullmatch(r"(\d+)([smhd]?)", text.strip())
     if not match:
-        raise UserError(f"invalid --ttl {text!r}: use seconds or a number with s, m, h or d (15m)")
+        raise UserError(f"invalid {option} {text!r}: use seconds or a number with s, m, h or d "
+                        "(15m)")
     return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
-def parse_claim(text):
+def parse_claim(text, option="--claim"):
     """`k=v` → (k, v) with v read as JSON when it parses (numbers, true, objects), else text."""
     name, sep, value = text.partition("=")
     if not sep or not name:
-        raise UserError(f"invalid --claim {text!r}: write it as name=value")
+        raise UserError(f"invalid {option} {text!r}: write it as name=value")
     try:
         return name, json.loads(value)
     except ValueError:
@@ -115,12 +133,41 @@ def load_key(path):
     return key
 
 
+def write_private_key(key, path, force=False):
+    """Write `key` to `path` readable by its owner only; an existing file only when `force`."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise UserError(f"{path} already exists: pass --force to replace that key, or choose "
+                        "another file with --out")
+    try:
+        if force:
+            path.unlink(missing_ok=True)  # a new file gets mode 0600 whatever the old one had
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.export_private() + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write key file {path}: {exc.strerror}") from None
+
+
+def pgoptions_export(jwk_json):
+    """`export PGOPTIONS=...` for a POSIX shell, carrying the libpq-escaped JWK."""
+    return f"export PGOPTIONS={shlex.quote(pgoptions_value(jwk_json))}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the tool's one-line errors (exit status 2, as argparse's own)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m scripts.jwt", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m scripts.jwt", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     kg = sub.add_parser("keygen", help="make a signing key")
     kg.add_argument("--alg", default="EdDSA", help=f"one of {', '.join(ALGORITHMS)} (default EdDSA)")
     kg.add_argument("--out", default="key.json", help="private JWK file to write (default key.json)")
+    kg.add_argument("--force", action="store_true", help="replace an existing --out file")
     mt = sub.add_parser("mint", help="mint a token")
     mt.add_argument("--key", required=True, help="private JWK file from keygen")
     mt.add_argument("--sub", required=True, help="the subject (user id)")
@@ -130,14 +177,11 @@ def main(argv=None):
     try:
         if args.command == "keygen":
             key = generate_key(args.alg)
-            out = Path(args.out)
-            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(key.export_private() + "\n")
+            write_private_key(key, args.out, args.force)
             public = public_jwk(key)
-            print(f"# private key written to {out}; public JWK:")
+            print(f"# private key written to {args.out}; public JWK:")
             print(public)
-            print(f"export PGOPTIONS='{pgoptions_value(public)}'")
+            print(pgoptions_export(public))
         else:
             key = load_key(args.key)
             claims = dict(parse_claim(c) for c in args.claim)

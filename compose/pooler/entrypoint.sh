@@ -1,0 +1,45 @@
+#!/bin/bash
+# Write pgbouncer's configuration from the environment (see compose/docker-compose.yml),
+# then run pgbouncer in the foreground. Transaction mode: a server connection belongs to
+# a client only for one transaction, so sessions must be transaction-scoped
+# (auth.jwt_session_init(token, true)) and the JWK must be server-wide.
+set -Eeuo pipefail
+
+: "${DB_HOST:?set DB_HOST to the database host}"
+: "${DB_PORT:=5432}"
+: "${POOL_SIZE:=10}"
+: "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
+: "${APP_PASSWORD:?set APP_PASSWORD}"
+if ! [[ "$POOL_SIZE" =~ ^[1-9][0-9]*$ ]]; then
+    echo "pooler: POOL_SIZE must be a positive integer, not '$POOL_SIZE'" >&2
+    exit 2
+fi
+
+conf_dir=/etc/pgbouncer/run
+
+# userlist.txt: "user" "password", with any double quote in a value doubled.
+quote() { local v=${1//\"/\"\"}; printf '"%s"' "$v"; }
+umask 077
+{
+    printf '%s %s\n' "$(quote postgres)" "$(quote "$POSTGRES_PASSWORD")"
+    printf '%s %s\n' "$(quote app)" "$(quote "$APP_PASSWORD")"
+} > "$conf_dir/userlist.txt"
+
+cat > "$conf_dir/pgbouncer.ini" <<INI
+[databases]
+* = host=$DB_HOST port=$DB_PORT
+
+[pgbouncer]
+listen_addr = *
+listen_port = 6432
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $conf_dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = 200
+; JDBC and others send it; it changes nothing that matters here.
+ignore_startup_parameters = extra_float_digits
+INI
+
+exec pgbouncer "$conf_dir/pgbouncer.ini"
