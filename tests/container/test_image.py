@@ -2,9 +2,11 @@
 
 import json
 
+import psycopg
 import pytest
 
 from scripts import matrix, render_conf
+from scripts.jwt import generate_key, mint, public_jwk
 from scripts.matrix import ROOT
 
 pytestmark = pytest.mark.container
@@ -95,3 +97,16 @@ def test_databases_are_utf8_with_extension_ready(pg):
 
 def test_locale_available(host):
     assert "en_US.utf8" in host.run("locale -a").stdout
+
+
+def test_a_refused_token_in_sql_text_stays_out_of_the_log(pg, keys):
+    """The README's psql example puts the token in the statement text; when it is refused,
+    the server logs the error but not the statement (log_min_error_statement = panic)."""
+    # signed by another key under the server key's kid, so it fails the signature check
+    token = mint(generate_key("EdDSA"), sub="mallory", header={"kid": keys["EdDSA"].get("kid")})
+    with pg.connect(jwk=public_jwk(keys["EdDSA"])) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(f"select auth.jwt_session_init('{token}')")
+    logs = pg.logs()
+    assert "invalid JWT signature" in logs
+    assert token.split(".")[2] not in logs and token.split(".")[1] not in logs
