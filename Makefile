@@ -40,8 +40,8 @@ bench: images  ## benchmarks against their baselines (results in bench-results/)
 	$(PY) -m scripts.bench $(BENCH_ARGS)
 
 .PHONY: run
-run: venv  ## start the local development stack and print how to use it
-	$(PY) -m scripts.devstack up
+run: venv  ## start the local development stack and print how to use it (PG=15 for another major)
+	$(PY) -m scripts.devstack up $(if $(PG),--pg $(PG))
 
 .PHONY: stop
 stop: venv  ## stop the local development stack and remove its volumes
@@ -54,9 +54,9 @@ logs: venv  ## follow the development stack's logs
 .PHONY: lint
 lint: venv  ## ruff on the Python, bash -n on the shell scripts
 	$(PY) -m ruff check scripts tests extension compose
-	for f in images/*.sh; do bash -n "$$f" || exit 1; done
+	for f in images/*.sh compose/*/*.sh .ci/run; do bash -n "$$f" || exit 1; done
 
 .PHONY: clean
 clean:  ## remove the venv, test logs, bench results and this project's images
 	rm -rf $(VENV) tests/logs bench-results .pytest_cache .ruff_cache
-	-docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^pg-session-jwt(-base)?:' | xargs -r docker rmi
+	-docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^pg-session-jwt(-base|-dev-[a-z]+|-bench-baseline)?:' | xargs -r docker rmi
