@@ -1,22 +1,305 @@
-#!/bin/bash
-# Placeholder entrypoint (replaced by the full official-image contract, issue 4):
-# initialise an empty data directory, create the extension, exec postgres.
-set -Eeuo pipefail
-if [ "$(id -u)" = 0 ]; then
-    mkdir -p "$PGDATA"; chown postgres:postgres "$PGDATA"; chmod 700 "$PGDATA"
-    exec gosu postgres "$BASH_SOURCE" "$@"
+#!/usr/bin/env bash
+# The image's entrypoint: the official postgres image's contract (POSTGRES_* variables, their
+# _FILE variants, /docker-entrypoint-initdb.d, `-c` pass-through, postgres as PID 1) plus
+# ours: the extension created at initialization, and the run-time configuration (server-wide
+# JWK, audience, issuer, a mounted settings YAML) checked and written at every start by
+# scripts/runtime_config.py before anything touches the data directory.
+#
+# Started as root it fixes ownership and re-executes itself as postgres (gosu); started with
+# `--user <uid>` it runs as that uid. Init scripts may source this file to reuse its functions.
+set -Eeo pipefail
+
+MAIN_CONF=/etc/postgresql/postgresql.conf
+# Writable by any uid and the one directory a --read-only container must mount (the server's
+# socket and lock file live there too), so the run-time files go here.
+RUNTIME_DIR=/var/run/postgresql
+RUNTIME_CONF=$RUNTIME_DIR/pg-session-jwt.conf
+
+pg_log() { printf 'pg-session-jwt: %s\n' "$*"; }
+pg_error() { printf 'pg-session-jwt: error: %s\n' "$*" >&2; }
+
+# file_env VAR [DEFAULT]: VAR from itself or from the file named by VAR_FILE (docker secrets).
+file_env() {
+	local var=$1 file_var="${1}_FILE" default=${2:-}
+	if [ -n "${!var:-}" ] && [ -n "${!file_var:-}" ]; then
+		pg_error "both $var and $file_var are set: set only one of them"
+		exit 1
+	fi
+	local value=$default
+	if [ -n "${!var:-}" ]; then
+		value=${!var}
+	elif [ -n "${!file_var:-}" ]; then
+		if ! value=$(< "${!file_var}"); then
+			pg_error "$file_var: cannot read ${!file_var}"
+			exit 1
+		fi
+	fi
+	export "$var"="$value"
+	unset "$file_var"
+}
+
+_is_sourced() {
+	[ "${#FUNCNAME[@]}" -ge 2 ] && [ "${FUNCNAME[0]}" = _is_sourced ] && [ "${FUNCNAME[1]}" = source ]
+}
+
+# `postgres --help`, `-V`, `-C name`, `--describe-config` only print: no initialization for them.
+_pg_want_help() {
+	local arg
+	for arg; do
+		case "$arg" in
+			-'?' | --help | --describe-config | -V | --version | -C) return 0 ;;
+		esac
+	done
+	return 1
+}
+
+docker_setup_env() {
+	file_env POSTGRES_PASSWORD
+	file_env POSTGRES_USER postgres
+	file_env POSTGRES_DB "$POSTGRES_USER"
+	file_env POSTGRES_INITDB_ARGS
+	: "${POSTGRES_HOST_AUTH_METHOD:=scram-sha-256}"
+	export POSTGRES_HOST_AUTH_METHOD
+	DATABASE_ALREADY_EXISTS=
+	if [ -s "$PGDATA/PG_VERSION" ]; then
+		DATABASE_ALREADY_EXISTS=true
+	fi
+}
+
+# Refuse, before anything is written, what would make a database nobody can log in to.
+docker_verify_minimum_env() {
+	if [ -z "$POSTGRES_PASSWORD" ] && [ "$POSTGRES_HOST_AUTH_METHOD" != trust ]; then
+		cat >&2 <<-EOF
+			pg-session-jwt: error: the data directory $PGDATA is empty and no superuser password is set.
+			    Set POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE, a file holding it, e.g. a docker secret)
+			    to initialize the database, e.g.  docker run -e POSTGRES_PASSWORD=... pg-session-jwt
+			    Or set POSTGRES_HOST_AUTH_METHOD=trust to allow every connection without a password
+			    (not for anything reachable by others).
+		EOF
+		exit 1
+	fi
+	if [ "$POSTGRES_HOST_AUTH_METHOD" = trust ]; then
+		cat >&2 <<-'EOF'
+			********************************************************************************
+			WARNING: POSTGRES_HOST_AUTH_METHOD=trust: every host that reaches this server can
+			         connect as any user, superuser included, WITHOUT A PASSWORD.
+			         Use it only on a machine and network nobody else can reach; otherwise set
+			         POSTGRES_PASSWORD and leave POSTGRES_HOST_AUTH_METHOD unset.
+			********************************************************************************
+		EOF
+	fi
+}
+
+# A data directory from another major cannot be started by this one; say so before postgres does.
+docker_verify_data_major() {
+	local found
+	found=$(< "$PGDATA/PG_VERSION")
+	if [ "$found" != "$PG_MAJOR" ]; then
+		pg_error "$PGDATA holds a PostgreSQL $found database and this image runs PostgreSQL $PG_MAJOR:" \
+			"use the pg-session-jwt:$found image, or upgrade the data (pg_upgrade, or dump and restore)"
+		exit 1
+	fi
+}
+
+# Check PG_SESSION_JWT_* and the settings YAML and write $RUNTIME_CONF (at every start).
+docker_write_runtime_config() {
+	mkdir -p "$RUNTIME_DIR"
+	if ! PYTHONPATH=$PG_SESSION_JWT_HOME python3 -m scripts.runtime_config \
+		--major "$PG_MAJOR" --out "$RUNTIME_CONF"; then
+		pg_error "start refused; nothing in $PGDATA was changed"
+		exit 1
+	fi
+}
+
+docker_create_db_directories() {
+	local uid
+	uid=$(id -u)
+	mkdir -p "$PGDATA" "$RUNTIME_DIR"
+	if [ "$uid" = 0 ]; then
+		chmod 3777 "$RUNTIME_DIR"
+		# Only what is not postgres's already: an existing data directory stays as it is.
+		find "$PGDATA" \! -user postgres -exec chown postgres:postgres '{}' +
+		[ -n "$DATABASE_ALREADY_EXISTS" ] || chmod 0700 "$PGDATA"
+		if [ -n "${POSTGRES_INITDB_WALDIR:-}" ]; then
+			mkdir -p "$POSTGRES_INITDB_WALDIR"
+			find "$POSTGRES_INITDB_WALDIR" \! -user postgres -exec chown postgres:postgres '{}' +
+			chmod 0700 "$POSTGRES_INITDB_WALDIR"
+		fi
+		chown postgres:postgres "$RUNTIME_CONF"
+		return
+	fi
+	if [ "$(stat -c %u "$PGDATA")" != "$uid" ]; then
+		pg_error "$PGDATA belongs to uid $(stat -c %u "$PGDATA") but this container runs as uid $uid:" \
+			"mount a directory owned by uid $uid there, or set PGDATA to a new subdirectory of the" \
+			"volume (e.g. PGDATA=/var/lib/postgresql/data/pgdata)"
+		exit 1
+	fi
+	[ -n "$DATABASE_ALREADY_EXISTS" ] || chmod 0700 "$PGDATA"
+}
+
+# initdb needs a passwd entry for the running uid; an arbitrary --user uid has none, so
+# nss_wrapper supplies one for initdb alone.
+docker_init_database_dir() {
+	local wrapper='' uid gid
+	uid=$(id -u)
+	gid=$(id -g)
+	if ! getent passwd "$uid" > /dev/null; then
+		for wrapper in /usr/lib/*/libnss_wrapper.so; do
+			[ -s "$wrapper" ] && break
+		done
+		export NSS_WRAPPER_PASSWD NSS_WRAPPER_GROUP LD_PRELOAD="$wrapper"
+		NSS_WRAPPER_PASSWD=$(mktemp -p "$RUNTIME_DIR" passwd.XXXXXX)
+		NSS_WRAPPER_GROUP=$(mktemp -p "$RUNTIME_DIR" group.XXXXXX)
+		printf 'postgres:x:%s:%s:PostgreSQL:%s:/bin/false\n' "$uid" "$gid" "$PGDATA" > "$NSS_WRAPPER_PASSWD"
+		printf 'postgres:x:%s:\n' "$gid" > "$NSS_WRAPPER_GROUP"
+	fi
+	local args=(--username="$POSTGRES_USER" --encoding=UTF8)
+	if [ -n "${POSTGRES_INITDB_WALDIR:-}" ]; then
+		args+=(--waldir="$POSTGRES_INITDB_WALDIR")
+	fi
+	# The password reaches initdb through a pipe, never a file. POSTGRES_INITDB_ARGS comes last
+	# so that its options win; it is word-split on purpose.
+	# shellcheck disable=SC2086
+	initdb "${args[@]}" --no-sync --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") $POSTGRES_INITDB_ARGS
+	# initdb's own sync fsyncs its ~1000 files one by one (half of its run time); one syncfs of
+	# the file system(s) holding them makes the new cluster just as durable, on every major
+	# (initdb --sync-method=syncfs exists from 17 on only).
+	sync -f "$PGDATA" ${POSTGRES_INITDB_WALDIR:+"$POSTGRES_INITDB_WALDIR"}
+	if [ -n "${LD_PRELOAD:-}" ]; then
+		rm -f "$NSS_WRAPPER_PASSWD" "$NSS_WRAPPER_GROUP"
+		unset LD_PRELOAD NSS_WRAPPER_PASSWD NSS_WRAPPER_GROUP
+	fi
+}
+
+# Connections from other hosts: password (scram-sha-256) unless POSTGRES_HOST_AUTH_METHOD says.
+pg_setup_hba_conf() {
+	printf '\n# Added by the image (POSTGRES_HOST_AUTH_METHOD)\nhost all all all %s\n' \
+		"$POSTGRES_HOST_AUTH_METHOD" >> "$PGDATA/pg_hba.conf"
+}
+
+# The initialization server listens on the Unix socket only: nothing outside the container
+# (nor the TCP healthcheck) sees a half-initialized database.
+docker_temp_server_start() {
+	set -- -c config_file="$MAIN_CONF" "$@" -c listen_addresses='' -p "${PGPORT:-5432}"
+	pg_ctl -D "$PGDATA" -o "$(printf '%q ' "$@")" -w start
+}
+
+docker_temp_server_stop() {
+	pg_ctl -D "$PGDATA" -m fast -w stop
+}
+
+# docker_process_sql [psql options]: run SQL from standard input (or -f FILE) as the superuser,
+# in POSTGRES_DB unless the options name another --dbname (psql takes the last one).
+docker_process_sql() {
+	local query_runner=(psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --no-psqlrc)
+	if [ -n "$POSTGRES_DB" ]; then
+		query_runner+=(--dbname "$POSTGRES_DB")
+	fi
+	PGHOST='' PGHOSTADDR='' "${query_runner[@]}" "$@"
+}
+
+# The extension in template1, so that every later database has it (POSTGRES_DB too), and in
+# postgres, which initdb made before.
+docker_setup_db() {
+	local sql='CREATE EXTENSION IF NOT EXISTS plpython3u; CREATE EXTENSION IF NOT EXISTS pg_session_jwt;'
+	local db
+	for db in template1 postgres; do
+		docker_process_sql --dbname "$db" -q -c "$sql"
+	done
+	local exists
+	exists=$(docker_process_sql --dbname postgres -tA --set db="$POSTGRES_DB" \
+		<<< "SELECT 1 FROM pg_database WHERE datname = :'db'")
+	if [ -z "$exists" ]; then
+		docker_process_sql --dbname postgres -q --set db="$POSTGRES_DB" <<< 'CREATE DATABASE :"db"'
+		pg_log "created database $POSTGRES_DB (from template1, so with the extension)"
+	fi
+}
+
+# docker_process_init_files FILE...: run each by its kind, in the order given.
+docker_process_init_files() {
+	local f
+	for f; do
+		case "$f" in
+			*.sh)
+				if [ -x "$f" ]; then
+					pg_log "running $f"
+					"$f"
+				else
+					pg_log "sourcing $f"
+					# shellcheck disable=SC1090
+					. "$f"
+				fi
+				;;
+			*.sql) pg_log "running $f"; docker_process_sql -f "$f" ;;
+			*.sql.gz) pg_log "running $f"; gunzip -c "$f" | docker_process_sql ;;
+			*.sql.xz) pg_log "running $f"; xzcat "$f" | docker_process_sql ;;
+			*.sql.zst) pg_log "running $f"; zstd -dcq "$f" | docker_process_sql ;;
+			*) pg_log "ignoring $f (not *.sh, *.sql, *.sql.gz, *.sql.xz or *.sql.zst)" ;;
+		esac
+	done
+}
+
+_init_failed() {
+	pg_error "initialization failed; $PGDATA is half-initialized and will not be initialized" \
+		"again on the next start: fix the cause, empty the data directory (or remove the volume)," \
+		"and start again"
+}
+
+docker_initialize() {
+	# A failed initdb removes what it wrote; a failure after it leaves a data directory that
+	# looks initialized, so say so.
+	docker_init_database_dir
+	trap _init_failed ERR
+	pg_setup_hba_conf
+	export PGPASSWORD="${PGPASSWORD:-$POSTGRES_PASSWORD}"
+	docker_temp_server_start "$@"
+	docker_setup_db
+	local files=()
+	shopt -s nullglob
+	files=(/docker-entrypoint-initdb.d/*)
+	shopt -u nullglob
+	docker_process_init_files "${files[@]}"
+	docker_temp_server_stop
+	unset PGPASSWORD
+	trap - ERR
+	pg_log "initialization complete; starting the server"
+}
+
+_main() {
+	# `docker run IMAGE -c key=value`: the arguments are for postgres.
+	if [ "${1:0:1}" = - ]; then
+		set -- postgres "$@"
+	fi
+	if [ "$1" != postgres ] || _pg_want_help "$@"; then
+		exec "$@"
+	fi
+	shift
+	docker_setup_env
+	# Everything that can refuse the start runs once (as root when started as root), before
+	# anything is written to the data directory.
+	if [ -z "${_PG_SESSION_JWT_CHECKED:-}" ]; then
+		if [ -n "$DATABASE_ALREADY_EXISTS" ]; then
+			docker_verify_data_major
+		else
+			docker_verify_minimum_env
+		fi
+		docker_write_runtime_config
+	fi
+	if [ "$(id -u)" = 0 ]; then
+		docker_create_db_directories
+		export _PG_SESSION_JWT_CHECKED=1
+		exec gosu postgres "${BASH_SOURCE[0]}" postgres "$@"
+	fi
+	unset _PG_SESSION_JWT_CHECKED
+	docker_create_db_directories
+	if [ -n "$DATABASE_ALREADY_EXISTS" ]; then
+		pg_log "$PGDATA already holds a database: skipping initialization and /docker-entrypoint-initdb.d"
+	else
+		docker_initialize "$@"
+	fi
+	exec postgres -c config_file="$MAIN_CONF" "$@"
+}
+
+if ! _is_sourced; then
+	_main "$@"
 fi
-if [ "${1:0:1}" = '-' ]; then set -- postgres "$@"; fi
-if [ "$1" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
-    pwfile=$(mktemp); printf '%s\n' "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}" > "$pwfile"
-    initdb -D "$PGDATA" --username=postgres --pwfile="$pwfile" -E UTF8 --locale=en_US.UTF-8 -A scram-sha-256 >/dev/null
-    rm -f "$pwfile"
-    printf 'host all all all scram-sha-256\n' >> "$PGDATA/pg_hba.conf"
-    pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -c config_file=/etc/postgresql/postgresql.conf" -w start >/dev/null
-    for db in template1 postgres; do
-        psql -v ON_ERROR_STOP=1 -U postgres -d "$db" -c 'create extension if not exists plpython3u' -c 'create extension if not exists pg_session_jwt' >/dev/null
-    done
-    pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
-fi
-if [ "$1" = postgres ]; then shift; exec postgres -D "$PGDATA" -c config_file=/etc/postgresql/postgresql.conf "$@"; fi
-exec "$@"

@@ -14,6 +14,7 @@ from pathlib import Path
 from scripts.errors import UserError
 
 DEFAULT_PASSWORD = "pg-session-jwt-test"
+PGDATA = "/var/lib/postgresql/data"  # the images' data directory (their VOLUME)
 
 
 def libpq_escape(value):
@@ -68,9 +69,15 @@ class PgContainer:
         self.container.reload()
         return self.container.attrs
 
+    def wait_exit(self, timeout=60):
+        """Block until the container exits (a refused start); returns its exit code."""
+        return self.container.wait(timeout=timeout)["StatusCode"]
 
-def wait_ready(pg, timeout=120):
-    """Block until a TCP login and `select 1` succeed; raise with the log if it never does."""
+
+def wait_ready(pg, timeout=120, interval=0.2):
+    """Block until a TCP login and `select 1` succeed; raise with the log if it never does.
+
+    `interval` is the pause between attempts (the benchmarks time start-up, so poll finer)."""
     import psycopg
 
     deadline = time.monotonic() + timeout
@@ -88,7 +95,7 @@ def wait_ready(pg, timeout=120):
                 return pg
             except psycopg.OperationalError as exc:
                 last = exc
-        time.sleep(0.2)
+        time.sleep(interval)
     raise UserError(f"{pg.image} not ready after {timeout}s ({last}):\n{pg.logs()[-3000:]}")
 
 
@@ -114,6 +121,19 @@ def start(client, image, environment=None, command=None, volumes=None, user=None
     return pg
 
 
+def run_once(client, image, command, volumes=None, entrypoint="", timeout=60, **run_kwargs):
+    """Run `command` in `image` to completion, bypassing its entrypoint unless `entrypoint` is
+    given; returns (exit code, combined output text) and always removes the container."""
+    container = client.containers.run(
+        image, command=command, entrypoint=entrypoint, detach=True, volumes=volumes or {},
+        name=f"pgjwt-{uuid.uuid4().hex[:10]}", labels={"io.pg-session-jwt.test": "1"}, **run_kwargs)
+    try:
+        code = container.wait(timeout=timeout)["StatusCode"]
+        return code, container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True, v=True)
+
+
 def stop(pg, log_dir=None, timeout=10):
     """Save the log to `log_dir` (when given) and remove the container, whatever state it is in."""
     try:
@@ -130,3 +150,41 @@ def stop(pg, log_dir=None, timeout=10):
         pg.container.remove(force=True, v=True)
     except Exception:
         pass
+
+
+def start_pooler(client, image, db, network, app_password, pool_size=10, timeout=60):
+    """Run the pooler image (compose/pooler: pgbouncer, transaction mode) in front of `db`,
+    both on the docker network `network`, with a random host port; returned as a PgContainer
+    (user `app`) once a login through it reaches the database. Remove it with stop()."""
+    import psycopg
+
+    container = client.containers.run(
+        image, detach=True, network=network,
+        environment={"DB_HOST": db.container.name, "DB_PORT": "5432", "POOL_SIZE": str(pool_size),
+                     "POSTGRES_PASSWORD": db.password, "APP_PASSWORD": app_password},
+        ports={"6432/tcp": ("127.0.0.1", None)},
+        name=f"pgjwt-{uuid.uuid4().hex[:10]}", labels={"io.pg-session-jwt.test": "1"})
+    pooler = PgContainer(container, image, password=db.password, dbname=db.dbname)
+    deadline = time.monotonic() + timeout
+    last = None
+    try:
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                raise UserError(f"pooler {image} exited during start-up:\n{pooler.logs()[-3000:]}")
+            ports = container.attrs["NetworkSettings"]["Ports"].get("6432/tcp")
+            if ports:
+                pooler.host_port = int(ports[0]["HostPort"])
+                try:
+                    with psycopg.connect(pooler.dsn(), connect_timeout=5, prepare_threshold=None,
+                                         autocommit=True) as conn:
+                        conn.execute("select 1")
+                    return pooler
+                except psycopg.OperationalError as exc:
+                    last = exc
+            time.sleep(0.2)
+        raise UserError(f"pooler {image} not ready after {timeout}s ({last}):\n"
+                        f"{pooler.logs()[-3000:]}")
+    except BaseException:
+        stop(pooler)
+        raise

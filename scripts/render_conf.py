@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 from scripts.errors import UserError
-from scripts.yamlfile import compose_file, line_of
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_$]*)*$")
 
@@ -45,6 +44,10 @@ def format_value(value):
 
 def settings_for(path, major=None):
     """The ordered {name: rendered value} for `major` from the YAML file at `path`."""
+    # Imported here: the entrypoint uses format_value at every container start, and PyYAML's
+    # import is most of what that would cost.
+    from scripts.yamlfile import compose_file, line_of
+
     node, data = compose_file(path)
 
     def fail(message, *keys):
