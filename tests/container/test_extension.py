@@ -337,6 +337,104 @@ def test_checks_cannot_be_loosened_after_connect(pg, key, setting, value, token_
         assert identity(conn) is None
 
 
+# The ways a session can change a setting after connecting, for any pg_session_jwt.* name:
+# each a list of statements ({name}, {value} filled in), then the check runs in `call`.
+SETTING_CHANGES = {
+    "SET": ["set {name} = {value}"],
+    "set_config": ["select set_config('{name}', {value}, false)"],
+    "SET LOCAL": ["begin", "set local {name} = {value}"],
+    "set_config local": ["begin", "select set_config('{name}', {value}, true)"],
+    "SET then RESET ALL": ["set {name} = {value}", "reset all"],
+    "SET then DISCARD ALL": ["set {name} = {value}", "discard all"],
+}
+
+
+def with_setting_clause(conn, name, value, body):
+    """A pg_temp function that runs `body` (plpgsql, argument t) under SET name = value."""
+    function = f"pg_temp.f_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"create function {function}(t text) returns text language plpgsql "
+                 f"set {name} = {literal(value)} as $$ begin {body} end $$")
+    return function
+
+
+@pytest.mark.parametrize("how", sorted(SETTING_CHANGES) + ["function SET clause"])
+def test_a_token_set_by_any_means_yields_no_identity(pg, key, attacker, how):
+    forged = mint(attacker, sub="mallory")
+    with pg.connect(jwk=public_jwk(key)) as conn:
+        conn.execute("select auth.init()")
+        if how == "function SET clause":
+            function = with_setting_clause(conn, "pg_session_jwt.jwt", forged, "return auth.user_id();")
+            result = attempt(conn, f"select {function}(null)")
+            assert isinstance(result, psycopg.Error) or result == [(None,)]
+        else:
+            for statement in SETTING_CHANGES[how]:
+                conn.execute(statement.format(name="pg_session_jwt.jwt", value=literal(forged)))
+        assert identity(conn) is None and identity(conn, "auth.session()->>'sub'") is None
+
+
+@pytest.mark.parametrize("how", sorted(SETTING_CHANGES) + ["function SET clause"])
+@pytest.mark.parametrize("setting, value, token_claims", [
+    ("audience", "", {"aud": "other"}),
+    ("leeway", "100000", {"exp": int(time.time()) - 3600}),
+    ("max_token_bytes", "1000000", {"pad": "x" * 17000}),
+], ids=["audience", "leeway", "max_token_bytes"])
+def test_checks_cannot_be_loosened_by_any_means(pg, key, how, setting, value, token_claims):
+    token = mint(key, sub="mallory", claims=token_claims)
+    name = f"pg_session_jwt.{setting}"
+    with pg.connect(jwk=public_jwk(key), options="-c pg_session_jwt.audience=app") as conn:
+        if how == "function SET clause":
+            function = with_setting_clause(conn, name, value, "perform auth.jwt_session_init(t); "
+                                           "return auth.user_id();")
+            assert error(conn, f"select {function}(%s)", [token])[0] in ("23514", "54000")
+        else:
+            for statement in SETTING_CHANGES[how]:
+                conn.execute(statement.format(name=name, value=literal(value)))
+            assert error(conn, "select auth.jwt_session_init(%s)", [token])[0] in ("23514", "54000")
+        assert identity(conn) is None
+
+
+@pytest.mark.parametrize("how", ["SET then RESET ALL", "SET then DISCARD ALL", "set_config local"])
+def test_a_key_changed_then_reset_is_still_the_connections(pg, key, attacker, how):
+    with pg.connect(jwk=public_jwk(key)) as conn:
+        for statement in SETTING_CHANGES[how]:
+            conn.execute(statement.format(name="pg_session_jwt.jwk", value=literal(public_jwk(attacker))))
+        assert error(conn, "select auth.jwt_session_init(%s)", [mint(attacker, sub="mallory")])[0] == "23514"
+        conn.execute("select auth.jwt_session_init(%s)", [mint(key, sub="alice")])
+        assert identity(conn) == "alice"
+
+
+SETTINGS = ("jwk", "audience", "issuer", "leeway", "require_jti", "audit_log", "max_token_bytes")
+
+
+def test_a_non_superuser_cannot_alter_role_or_database_settings(pg, key, attacker):
+    """ALTER ROLE/DATABASE ... SET would reach the connection-start values of later sessions;
+    PostgreSQL lets only superusers set placeholders that way, even on one's own role or
+    database (42501), and whatever is refused leaves no trace in pg_db_role_setting."""
+    role, db = f"self_{uuid.uuid4().hex[:8]}", f"own_{uuid.uuid4().hex[:8]}"
+    with pg.connect() as admin:
+        admin.execute(f"create role {role} login createrole password {literal(pg.password)}")
+        admin.execute(f"create database {db} owner {role}")
+    try:
+        with pg.connect(user=role, dbname=db) as conn:
+            for setting in SETTINGS:
+                value = literal(public_jwk(attacker) if setting == "jwk" else "0")
+                for target in (f"role {role}", f"role {role} in database {db}", f"database {db}"):
+                    state = error(conn, f"alter {target} set pg_session_jwt.{setting} = {value}")[0]
+                    assert state == "42501", (target, setting)
+        with pg.connect() as admin:
+            assert admin.execute("select count(*) from pg_db_role_setting s join pg_roles r "
+                                 "on r.oid = s.setrole where r.rolname = %s", [role]).fetchone() == (0,)
+            assert admin.execute("select count(*) from pg_db_role_setting s join pg_database d "
+                                 "on d.oid = s.setdatabase where d.datname = %s", [db]).fetchone() == (0,)
+        with pg.connect(jwk=public_jwk(key), user=role, dbname=db) as conn:
+            conn.execute("select auth.jwt_session_init(%s)", [mint(key, sub="alice")])
+            assert error(conn, "select auth.jwt_session_init(%s)", [mint(attacker, sub="m")])[0] == "23514"
+    finally:
+        with pg.connect() as admin:
+            admin.execute(f"drop database {db} with (force)")
+            admin.execute(f"drop role {role}")
+
+
 def parallel_settings(pg_major):
     force = "debug_parallel_query" if pg_major >= 16 else "force_parallel_mode"
     return [f"set {force} = on", "set parallel_setup_cost = 0", "set parallel_tuple_cost = 0",
@@ -422,6 +520,33 @@ def test_transaction_scoped_session_ends_at_commit(pg, key):
         assert identity(conn) == "bob"
         conn.rollback()
         assert identity(conn) is None
+
+
+def test_jwt_session_end_ends_session_and_transaction_scoped_sessions(pg, key):
+    older = mint(key, sub="old")
+    with pg.connect(jwk=public_jwk(key), autocommit=False) as conn:
+        conn.execute("select auth.jwt_session_init(%s)", [mint(key, sub="alice")])
+        conn.commit()
+        conn.execute("select auth.jwt_session_end()")
+        assert identity(conn) is None
+        assert conn.execute("select auth.session() = 'null'::jsonb").fetchone() == (True,)
+        conn.commit()
+        assert identity(conn) is None
+        # Like any SET, an end that rolls back leaves the session as it was.
+        conn.execute("select auth.jwt_session_init(%s)", [mint(key, sub="bob")])
+        conn.commit()
+        conn.execute("select auth.jwt_session_end()")
+        conn.rollback()
+        assert identity(conn) == "bob"
+        # A transaction-scoped session ends, and so does the session-level one under it.
+        conn.execute("select auth.jwt_session_init(%s, true)", [mint(key, sub="carol")])
+        assert identity(conn) == "carol"
+        conn.execute("select auth.jwt_session_end()")
+        assert identity(conn) is None
+        conn.commit()
+        assert identity(conn) is None
+        # Ending does not forget the highest jti: an older token cannot start a new session.
+        assert error(conn, "select auth.jwt_session_init(%s)", [older])[0] == "23514"
 
 
 def test_non_superuser_rls_with_user_id(pg, key):

@@ -66,3 +66,23 @@ def test_json_errors_do_not_quote_the_input():
                     lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=20))
 def test_json_loads_agrees_with_json_on_valid_documents(value):
     assert json_loads(json.dumps(value).encode()) == value
+
+
+def test_json_nesting_is_bounded_the_same_way_on_every_python():
+    from pg_session_jwt.encoding import MAX_DEPTH
+
+    assert json_loads("[" * MAX_DEPTH + "]" * MAX_DEPTH) is not None
+    with pytest.raises(ValueError, match="deeply"):
+        json_loads("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
+    with pytest.raises(ValueError, match="deeply"):
+        json_loads('{"a": ' * (MAX_DEPTH + 1) + "1" + "}" * (MAX_DEPTH + 1))
+
+
+@pytest.mark.parametrize("text", [
+    '{"s": "' + "[" * 500 + '"}',                         # brackets inside a string
+    '{"s": "\\"' + "{" * 500 + '", "t": []}',             # after an escaped quote
+    '{"s": "\\\\", "t": ' + "[" * 10 + "]" * 10 + "}",    # an escaped backslash ends nothing
+    "[" + "[], " * 500 + "[]]",                           # many, but shallow
+])
+def test_json_depth_counts_only_structure(text):
+    assert json_loads(text) == json.loads(text)
