@@ -110,3 +110,14 @@ def test_a_refused_token_in_sql_text_stays_out_of_the_log(pg, keys):
     logs = pg.logs()
     assert "invalid JWT signature" in logs
     assert token.split(".")[2] not in logs and token.split(".")[1] not in logs
+
+
+def test_queries_run_with_jit_forced_although_bitcode_is_left_out(pg, host, pg_major):
+    """The image leaves out LLVM bitcode (inlining only); forcing JIT with inlining must work."""
+    assert not host.file(f"/usr/lib/postgresql/{pg_major}/lib/bitcode").exists
+    with pg.connect() as conn:
+        for setting in ("jit = on", "jit_above_cost = 0", "jit_inline_above_cost = 0",
+                        "jit_optimize_above_cost = 0"):
+            conn.execute(f"set {setting}")
+        total = conn.execute("select sum(x * 2) from generate_series(1, 10000) x").fetchone()[0]
+    assert total == 10000 * 10001
