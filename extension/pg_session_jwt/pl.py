@@ -73,22 +73,43 @@ def _lookup(plpy, jwt, request_claims):
     return state.lookup(jwt, request_claims, time(), plpy.log)
 
 
-def init(plpy):
-    """auth.init(): capture the settings and parse the key (02000 when there is none)."""
+def init_check(plpy):
+    """auth._init() (0.2.0): capture the settings and parse the key; None, or
+    [sqlstate, message] for auth.init() to raise from PL/pgSQL."""
     try:
         capture(plpy, parallel_possible=False)
         state.keys()
     except JwtError as exc:
-        _error(plpy, exc)
+        return [exc.sqlstate, exc.message]
+    return None
 
 
-def verify(plpy, jwt):
-    """auth.jwt_session_init()'s check: `jwt` when it verifies, else an ERROR."""
+def check(plpy, jwt):
+    """auth._check() (0.2.0): None when `jwt` verifies (it is then the verified token), or
+    [sqlstate, message] for auth.jwt_session_init() to raise from PL/pgSQL.
+
+    Raising from PL/pgSQL gives a clean ERROR: raised from PL/Python, the message would
+    read "plpy.Error: ..." and carry a Python traceback as its CONTEXT."""
     try:
         capture(plpy, parallel_possible=False)
         state.verify(jwt, time(), plpy.log)
     except JwtError as exc:
-        _error(plpy, exc)
+        return [exc.sqlstate, exc.message]
+    return None
+
+
+def init(plpy):
+    """0.1.0's auth.init(), kept for databases not yet updated."""
+    failure = init_check(plpy)
+    if failure is not None:
+        plpy.error(failure[1], sqlstate=failure[0])
+
+
+def verify(plpy, jwt):
+    """0.1.0's auth._verify(), kept for databases not yet updated: `jwt` or an ERROR."""
+    failure = check(plpy, jwt)
+    if failure is not None:
+        plpy.error(failure[1], sqlstate=failure[0])
     return jwt
 
 

@@ -1,4 +1,5 @@
--- pg_session_jwt 0.1.0 -> 0.2.0: auth.jwt_session_end().
+-- pg_session_jwt 0.1.0 -> 0.2.0: auth.jwt_session_end(); clean errors from init() and
+-- jwt_session_init().
 --
 -- Fresh installs run 0.1.0 and then this script (there is no 0.2.0 base script), so
 -- every install, new or updated, has the same objects; tests/container/test_upgrade.py
@@ -22,3 +23,58 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION auth.jwt_session_end() IS
     'end the session jwt_session_init() started (session- or transaction-scoped): no identity afterwards';
+
+-- Refusals from auth.init() and auth.jwt_session_init() are raised by PL/pgSQL from a
+-- [sqlstate, message] pair the Python side returns, so the ERROR carries exactly that
+-- message and SQLSTATE. Raised from PL/Python it reads "plpy.Error: ..." with a Python
+-- traceback as CONTEXT. PL/pgSQL also caches its plans, where 0.1.0's BEGIN ATOMIC
+-- wrapper was planned on every call. Names are schema-qualified: no SET search_path,
+-- which would make the SET of pg_session_jwt.jwt part of the function's own GUC scope.
+CREATE FUNCTION auth._init() RETURNS text[]
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+AS $$
+f = SD.get("f")
+if f is None:
+    from pg_session_jwt.pl import init_check as f
+    SD["f"] = f
+return f(plpy)
+$$;
+
+CREATE FUNCTION auth._check(jwt text) RETURNS text[]
+LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
+AS $$
+f = SD.get("f")
+if f is None:
+    from pg_session_jwt.pl import check as f
+    SD["f"] = f
+return f(plpy, jwt)
+$$;
+
+CREATE OR REPLACE FUNCTION auth.init() RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+AS $$
+DECLARE
+    failure text[] := auth._init();
+BEGIN
+    IF failure IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = failure[1], MESSAGE = failure[2];
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION auth.jwt_session_init(jwt text, "local" boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+AS $$
+DECLARE
+    failure text[] := auth._check(jwt);
+BEGIN
+    IF failure IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = failure[1], MESSAGE = failure[2];
+    END IF;
+    PERFORM pg_catalog.set_config('pg_session_jwt.jwt', jwt, "local");
+END
+$$;
+
+-- 0.1.0's jwt_session_init() was its only caller.
+DROP FUNCTION auth._verify(text);

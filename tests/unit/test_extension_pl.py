@@ -261,3 +261,22 @@ def test_verification_never_imports_jwcrypto(key):
     out = subprocess.run([sys.executable, "-c", program], input=json.dumps([public_jwk(key), jwt]),
                          capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == []
+
+
+def test_check_returns_the_failure_instead_of_raising(key):
+    """0.2.0's auth._check(): PL/pgSQL raises the pair, so the ERROR has no Python traceback."""
+    plpy = FakePlpy.for_key(key)
+    good = mint(key, sub="alice")
+    assert pl.check(plpy, good) is None
+    assert pl.session(plpy, good, None) == pl.state.current.claims_json
+    forged = mint(generate_key("EdDSA"), sub="mallory", header={"kid": key.get("kid")})
+    assert pl.check(plpy, forged) == ["23514", "invalid JWT signature"]
+    sqlstate, message = pl.check(plpy, "a.b")
+    assert sqlstate == "42804" and "invalid JWT encoding" in message
+
+
+def test_init_check_returns_the_failure_instead_of_raising(key, monkeypatch):
+    assert pl.init_check(FakePlpy.for_key(key)) is None
+    monkeypatch.setattr(pl, "state", Backend())  # a new server process, without a key
+    sqlstate, message = pl.init_check(FakePlpy())
+    assert sqlstate == "02000" and "Missing runtime parameter: pg_session_jwt.jwk" in message
