@@ -6,9 +6,9 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from pg_session_jwt import keys, libcrypto, token
 from pg_session_jwt.errors import JwtError
+
 from scripts.jwt import generate_key, mint, public_jwk
 
 # RFC 8032's group order L; adding it to S gives the same point, a malleated signature.
