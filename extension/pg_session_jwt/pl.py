@@ -73,6 +73,14 @@ def _lookup(plpy, jwt, request_claims):
     return state.lookup(jwt, request_claims, time(), plpy.log)
 
 
+def _find(plpy, jwt, request_claims):
+    """The getters' session (or None), with a refusal turned into an ERROR."""
+    try:
+        return _lookup(plpy, jwt, request_claims)
+    except JwtError as exc:
+        _error(plpy, exc)
+
+
 def init_check(plpy):
     """auth._init() (0.2.0): capture the settings and parse the key; None, or
     [sqlstate, message] for auth.init() to raise from PL/pgSQL."""
@@ -115,19 +123,13 @@ def verify(plpy, jwt):
 
 def session(plpy, jwt, request_claims):
     """auth.session() / auth.jwt(): the claims as JSON text, JSON null without a session."""
-    try:
-        found = _lookup(plpy, jwt, request_claims)
-    except JwtError as exc:
-        _error(plpy, exc)
+    found = _find(plpy, jwt, request_claims)
     return "null" if found is None else found.claims_json
 
 
 def user_id(plpy, jwt, request_claims):
     """auth.user_id(): `sub`, NULL without a session; 42804 when a verified `sub` is not text."""
-    try:
-        found = _lookup(plpy, jwt, request_claims)
-    except JwtError as exc:
-        _error(plpy, exc)
+    found = _find(plpy, jwt, request_claims)
     if found is None:
         return None
     sub = found.sub
@@ -138,26 +140,17 @@ def user_id(plpy, jwt, request_claims):
 
 def uid(plpy, jwt, request_claims):
     """auth.uid(): `sub` when it is a UUID, else NULL."""
-    try:
-        found = _lookup(plpy, jwt, request_claims)
-    except JwtError as exc:
-        _error(plpy, exc)
+    found = _find(plpy, jwt, request_claims)
     return None if found is None else found.uid
 
 
 def organization(plpy, jwt, request_claims):
     """auth.organization(): the `o` claim when it is an object, else NULL."""
-    try:
-        found = _lookup(plpy, jwt, request_claims)
-    except JwtError as exc:
-        _error(plpy, exc)
+    found = _find(plpy, jwt, request_claims)
     return None if found is None else found.organization
 
 
 def organization_id(plpy, jwt, request_claims):
     """auth.organization_id(): `o.id` when it is a UUID, else NULL."""
-    try:
-        found = _lookup(plpy, jwt, request_claims)
-    except JwtError as exc:
-        _error(plpy, exc)
+    found = _find(plpy, jwt, request_claims)
     return None if found is None else found.organization_id
