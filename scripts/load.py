@@ -20,7 +20,7 @@ update, a wrong `auth.user_id()` are *violations*. Errors are *unexpected* unles
 SQLSTATE is in `expected` or they are connection losses after `fault_injected()`.
 
 The pure parts (scale, row checks, the ledger and the durability comparison) have unit tests
-in tests/unit/test_load.py; the runs are tests/stress/.
+in tests/unit/test_load_logic.py; the runs are tests/stress/.
 """
 
 import random
