@@ -1,11 +1,15 @@
 """Base images per Debian suite, with or without a container registry.
 
 `debian:<suite>-slim` is used when it is present or can be pulled. Otherwise the suite
-is bootstrapped from the Debian archive (debootstrap --variant=minbase → docker import)
-and cached as `pg-session-jwt-base:<suite>`, reused by later builds until a refresh.
+is bootstrapped from the Debian archive (debootstrap --variant=minbase → docker import),
+made like the slim image (no docs; apt sources for the suite, its updates and its
+security archive), and cached as `pg-session-jwt-base:<suite>`. The cached image carries
+a label with a digest of how it was made; a build reuses it only while that still
+matches, or until a refresh is asked for.
 """
 
 import fnmatch
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +31,23 @@ SLIM_FILTERS = (
     ("exclude", "/usr/share/locale/*"),
     ("include", "/usr/share/locale/locale.alias"),
 )
+
+
+RECIPE_LABEL = "io.pg-session-jwt.base.recipe"
+
+
+def apt_sources(suite, mirror):
+    """The base's /etc/apt/sources.list: the suite, its -updates and its security archive,
+    which Debian publishes beside the mirror (…/debian → …/debian-security)."""
+    return (f"deb {mirror} {suite} main\n"
+            f"deb {mirror} {suite}-updates main\n"
+            f"deb {mirror}-security {suite}-security main\n")
+
+
+def recipe(suite, mirror):
+    """A digest of everything that makes a bootstrapped base, to tell a stale cache."""
+    text = repr((suite, mirror, apt_sources(suite, mirror), SLIM_FILTERS, "minbase"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def official_ref(suite):
@@ -59,10 +80,18 @@ def ensure(client, suite, mirror, refresh=False):
     """The local image reference to build `suite` images from, bootstrapping if needed."""
     scope = f"base {suite}"
     if not refresh:
-        for ref in (official_ref(suite), cached_ref(suite)):
-            if _exists(client, ref):
-                say(scope, f"using local image {ref}")
-                return ref
+        if _exists(client, official_ref(suite)):
+            say(scope, f"using local image {official_ref(suite)}")
+            return official_ref(suite)
+        if _exists(client, cached_ref(suite)):
+            labels = client.images.get(cached_ref(suite)).labels or {}
+            if labels.get(RECIPE_LABEL) == recipe(suite, mirror):
+                say(scope, f"using local image {cached_ref(suite)}")
+                return cached_ref(suite)
+            say(scope, f"{cached_ref(suite)} was made another way (older tooling or mirror); "
+                       "bootstrapping again")
+            bootstrap(client, suite, mirror)
+            return cached_ref(suite)
         if _pull(client, official_ref(suite)):
             say(scope, f"pulled {official_ref(suite)}")
             return official_ref(suite)
@@ -128,10 +157,12 @@ def bootstrap(client, suite, mirror):
                 f"debootstrap of {suite} from {mirror} failed (exit {result.returncode}); "
                 f"check the mirror in images/versions.yaml and that you are root:\n{tail}")
         slim(root)
+        (root / "etc/apt/sources.list").write_text(apt_sources(suite, mirror))
         say(scope, f"importing as {cached_ref(suite)}")
         tar = subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-c", "."],
                              capture_output=True, check=True).stdout
         client.api.import_image_from_data(
             tar, repository=CACHE_REPO, tag=suite,
-            changes=['CMD ["bash"]', "ENV LANG=C.UTF-8"])
+            changes=['CMD ["bash"]', "ENV LANG=C.UTF-8",
+                     f"LABEL {RECIPE_LABEL}={recipe(suite, mirror)}"])
     return cached_ref(suite)

@@ -79,3 +79,39 @@ def test_slim_drops_docs_but_keeps_copyright_and_locale_alias(tmp_path):
                     "usr/share/locale/locale.alias"]
     config = (tmp_path / "etc/dpkg/dpkg.cfg.d/docker-slim").read_text()
     assert "path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\n" in config
+
+
+def test_base_apt_sources_include_updates_and_security():
+    sources = base_image.apt_sources("trixie", "http://deb.debian.org/debian").splitlines()
+    assert sources == ["deb http://deb.debian.org/debian trixie main",
+                       "deb http://deb.debian.org/debian trixie-updates main",
+                       "deb http://deb.debian.org/debian-security trixie-security main"]
+
+
+class FakeImages:
+    def __init__(self, labels):
+        self.labels = labels
+
+    def get(self, ref):
+        return self
+
+
+class FakeClient:
+    def __init__(self, labels):
+        self.images = FakeImages(labels)
+
+
+@pytest.mark.parametrize("label, bootstraps", [("current", False), ("stale", True), (None, True)])
+def test_cached_base_is_reused_only_while_its_recipe_matches(monkeypatch, label, bootstraps):
+    mirror = "http://deb.debian.org/debian"
+    labels = {} if label is None else {
+        base_image.RECIPE_LABEL: base_image.recipe("trixie", mirror) if label == "current" else "0" * 16}
+    ran = []
+    monkeypatch.setattr(base_image, "_exists", lambda client, ref: ref == base_image.cached_ref("trixie"))
+    monkeypatch.setattr(base_image, "bootstrap", lambda client, suite, m: ran.append(suite))
+    assert base_image.ensure(FakeClient(labels), "trixie", mirror) == "pg-session-jwt-base:trixie"
+    assert ran == (["trixie"] if bootstraps else [])
+
+
+def test_recipe_changes_with_the_mirror():
+    assert base_image.recipe("trixie", "http://a/debian") != base_image.recipe("trixie", "http://b/debian")
