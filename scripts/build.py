@@ -77,6 +77,17 @@ def explain_failure(entry, log_lines, message):
                      f"--- last build lines ---\n{tail}")
 
 
+def server_version_of(client, tag):
+    """`postgres --version` of the image `tag`, from a container removed with its anonymous
+    data volume (the SDK's remove=True would leave the VOLUME behind)."""
+    container = client.containers.run(tag, ["postgres", "--version"], entrypoint=[], detach=True)
+    try:
+        container.wait()
+        return container.logs().decode().strip()
+    finally:
+        container.remove(v=True, force=True)
+
+
 def build_one(client, entry, mx, repo, refresh_base):
     """Build, inspect and tag one major; returns a summary row."""
     scope = f"pg{entry.major}"
@@ -101,8 +112,7 @@ def build_one(client, entry, mx, repo, refresh_base):
             raise explain_failure(entry, log, chunk["error"].strip())
     if image_id is None:
         raise explain_failure(entry, log, "no image produced")
-    version = client.containers.run(entry.tag(repo), ["postgres", "--version"], remove=True,
-                                    entrypoint=[]).decode().strip()
+    version = server_version_of(client, entry.tag(repo))
     server_version = version.split(") ", 1)[-1]  # "postgres (PostgreSQL) 17.6 (Debian ...)"
     image = client.images.get(entry.tag(repo))
     for tag in entry.tags(server_version, repo):
