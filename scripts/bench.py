@@ -84,15 +84,14 @@ def bench_major(client, entry, mx, params, only, keys):
     """All scenarios of one major; the container for 1-4 is shared and always removed."""
     judged = entry.major == mx.default.major
     figures = []
+    ensure_image(client, entry.tag())
     wanted = [s for s in ("cold", "warm", "rows", "pgbench")
               if s in only and (judged or s != "pgbench")]
     if wanted:
-        ensure_image(client, entry.tag())
         figures += guarded(wanted[0], entry.major,
                            lambda: run_in_container(client, entry, params, wanted, keys, judged),
                            announce=False)
     if "images" in only:
-        ensure_image(client, entry.tag())
         figures += guarded("images", entry.major, lambda: bench_images.run(
             client, entry, mx.mirror, params, judged))
     return figures

@@ -15,6 +15,7 @@ pgbench runs on this machine when it has one (over the published port), else ins
 server's container (the image ships it), over TCP to 127.0.0.1 either way.
 """
 
+import json
 import os
 import re
 import shutil
@@ -24,7 +25,6 @@ from pathlib import Path
 
 from scripts import jwt as tokens
 from scripts.bench_report import Figure, Target, median
-from scripts.containers import libpq_escape
 
 WRITER = "bench_writer"
 WRITER_PASSWORD = "bench-writer-password"  # throwaway role inside a throwaway container
@@ -107,7 +107,7 @@ def token_rows(key, clients, per_client):
             sub = f"user{client}"
             jti = base + seq * clients + client
             rows.append((client, seq, tokens.mint(key, claims={"jti": jti}, sub=sub, ttl=7200),
-                         f'{{"sub": "{sub}", "role": "{WRITER}"}}'))
+                         json.dumps({"sub": sub, "role": WRITER})))
     return rows
 
 
@@ -176,7 +176,7 @@ def run(pg, major, params, key):
         admin.execute("vacuum analyze bench.notes_jwt")
         admin.execute("vacuum analyze bench.notes_postgrest")
     env = {"PGPASSWORD": WRITER_PASSWORD, "PGCONNECT_TIMEOUT": "10",
-           "PGOPTIONS": f"-c pg_session_jwt.jwk={libpq_escape(tokens.public_jwk(key))}"}
+           "PGOPTIONS": tokens.pgoptions_value(tokens.public_jwk(key))}
     runner = (HostPgbench if shutil.which("pgbench") else ContainerPgbench)(pg, env)
     samples = {name: [] for name in SCRIPTS}
     try:

@@ -77,8 +77,10 @@ WARM_SETUP = """
 create schema if not exists bench;
 create table if not exists bench.warm_tokens(alg text, batch int, seq int, token text,
                                              primary key (alg, batch, seq));
--- Seconds for jwt_session_init over one batch, in token order (jti increasing).
-create or replace function bench.time_session_init(p_alg text, p_batch int) returns float8
+-- Seconds to walk one batch in token order (jti increasing), calling jwt_session_init on
+-- each token when p_verify, else doing nothing with it: the harness's own cost, subtracted.
+create or replace function bench.time_tokens(p_alg text, p_batch int, p_verify boolean)
+returns float8
 language plpgsql as $$
 declare
   started timestamptz := clock_timestamp();
@@ -86,20 +88,11 @@ declare
 begin
   for tok in select token from bench.warm_tokens where alg = p_alg and batch = p_batch
              order by seq loop
-    perform auth.jwt_session_init(tok);
-  end loop;
-  return extract(epoch from clock_timestamp() - started);
-end $$;
--- The same loop doing nothing with each token: the harness's own cost, subtracted.
-create or replace function bench.time_loop(p_alg text, p_batch int) returns float8
-language plpgsql as $$
-declare
-  started timestamptz := clock_timestamp();
-  tok text;
-begin
-  for tok in select token from bench.warm_tokens where alg = p_alg and batch = p_batch
-             order by seq loop
-    perform length(tok);
+    if p_verify then
+      perform auth.jwt_session_init(tok);
+    else
+      perform length(tok);
+    end if;
   end loop;
   return extract(epoch from clock_timestamp() - started);
 end $$;
@@ -145,9 +138,9 @@ def warm(pg, major, params, keys):
             conn.execute("select auth.init()")
             # Server batch and raw batch alternate, so a burst of load hits both alike.
             for number in range(len(batches)):
-                seconds = conn.execute("select bench.time_session_init(%s, %s)",
-                                       (alg, number)).fetchone()[0]
-                idle = conn.execute("select bench.time_loop(%s, %s)", (alg, number)).fetchone()[0]
+                seconds, idle = (
+                    conn.execute("select bench.time_tokens(%s, %s, %s)", (alg, number, verify))
+                    .fetchone()[0] for verify in (True, False))
                 code, out = pg.exec(["python3", "/tmp/pgjwt-bench/raw_verify.py",
                                      "/tmp/pgjwt-bench/input.json", str(number)])
                 if code != 0:
@@ -189,7 +182,7 @@ $$"""
 
 
 def rows_setup_sql(row_count):
-    """Four tables with the same rows (100 owners) and one policy each, readable by READER."""
+    """One table per entry of ROWS_TABLES, the same rows (100 owners) in each, readable by READER."""
     statements = [
         "create schema if not exists bench",
         f"drop role if exists {READER}",

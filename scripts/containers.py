@@ -5,21 +5,16 @@ to the final server, which the entrypoint's initialisation server never offers),
 returns a PgContainer. `stop()` saves the container's log and always removes it.
 """
 
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.errors import UserError
+from scripts.jwt import pgoptions_value
 
 DEFAULT_PASSWORD = "pg-session-jwt-test"
 PGDATA = "/var/lib/postgresql/data"  # the images' data directory (their VOLUME)
-
-
-def libpq_escape(value):
-    """Escape a value for libpq's `options` (backslash before spaces and backslashes)."""
-    return re.sub(r"([\\ ])", r"\\\1", value)
 
 
 @dataclass
@@ -49,7 +44,7 @@ class PgContainer:
 
         opts = []
         if jwk is not None:
-            opts.append(f"-c pg_session_jwt.jwk={libpq_escape(jwk)}")
+            opts.append(pgoptions_value(jwk))
         if options:
             opts.append(options)
         if opts:

@@ -4,12 +4,14 @@ Each SQL function body caches one function of this module in its SD and calls it
 `plpy` and its arguments. The getters receive `pg_session_jwt.jwt` and
 `request.jwt.claims` as arguments (read by an inlined SQL wrapper), so a cache hit —
 the common case, once per row — is a string comparison and an expiry check, with no
-SPI call. A JwtError becomes an ERROR with its SQLSTATE, never a Python traceback.
+SPI call. A JwtError becomes an ERROR with its SQLSTATE: returned as [sqlstate, message]
+to PL/pgSQL by init_check() and check() (a clean ERROR), raised with plpy.error() by the
+getters (PL/Python then adds "plpy.Error: " and a traceback as CONTEXT).
 """
 
 from time import time
 
-from .errors import CHECK_VIOLATION, OBJECT_NOT_IN_PREREQUISITE_STATE, JwtError
+from .errors import OBJECT_NOT_IN_PREREQUISITE_STATE, JwtError
 from .session import Backend
 
 state = Backend()
@@ -25,7 +27,7 @@ PARALLEL_MODE = ("pg_session_jwt cannot read the connection's settings in parall
 
 def capture(plpy, parallel_possible=True):
     """Read the connection-start settings once per backend. Callers that are PARALLEL
-    UNSAFE (never run in parallel mode) skip the parallel-mode check and its ctypes import."""
+    UNSAFE (never run in parallel mode) skip the parallel-mode check."""
     if state.settings is not None:
         return
     if parallel_possible and in_parallel_mode():
@@ -64,8 +66,7 @@ def _error(plpy, exc):
 def _lookup(plpy, jwt, request_claims):
     current = state.current
     if current is not None and jwt == current.token:
-        if current.expires is not None and current.expires < time():
-            raise JwtError(CHECK_VIOLATION, "Token used after it has expired")
+        current.check_expiry(time())
         return current
     if not jwt and not request_claims:
         return None
