@@ -154,7 +154,8 @@ def test_printed_connection_strings_and_pgoptions_are_true(stack):
         assert conn.execute("select auth.user_id()").fetchone()[0] == "carol"
     # ... and is not needed: db trusts the issuer's key server-wide
     with stack.connect("db", autocommit=True) as conn:
-        assert conn.execute("select auth.init()") is not None
+        conn.execute("select auth.init()")
+        assert conn.execute("select current_setting('pg_session_jwt.jwk')").fetchone()[0] == jwk
 
 
 def test_services_are_healthy(stack, docker_client):

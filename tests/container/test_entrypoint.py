@@ -18,7 +18,7 @@ import uuid
 import psycopg
 import pytest
 
-from scripts import containers
+from scripts import containers, matrix
 from scripts.containers import DEFAULT_PASSWORD
 from scripts.jwt import generate_key, mint, public_jwk
 
@@ -101,10 +101,12 @@ def files(tmp_path_factory, docker_client, image):
                                     volumes={str(initdb): {"bind": "/i", "mode": "rw"}})
     assert code == 0, out
 
+    # One override per major of the matrix, each with its own value, so the test sees that
+    # the running major's override was picked.
+    overrides = "".join(f"  {m.major}:\n    lock_timeout: {m.major}s\n" for m in matrix.load().majors)
     (root / "postgresql.yaml").write_text(
         "settings:\n  statement_timeout: 42s\n  pg_session_jwt.leeway: 5\n  app.tenant: acme\n"
-        "overrides:\n  15:\n    lock_timeout: 15s\n  17:\n    lock_timeout: 17s\n"
-        "  18:\n    lock_timeout: 18s\n")
+        "overrides:\n" + overrides)
     (root / "postgresql.yaml").chmod(0o644)
     return {"root": root, "secrets": str(secrets), "initdb": str(initdb),
             "yaml": str(root / "postgresql.yaml"), "server_key": server_key, "other_key": other_key}
