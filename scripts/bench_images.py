@@ -67,19 +67,17 @@ def run(client, entry, mirror, params, judged):
     """Scenario 5 for one major; size and start targets apply where `judged` (the default)."""
     ours_tag = entry.tag()
     base_tag = build_baseline(client, entry, mirror)
-    starts = {"ours": [], "baseline": []}
     restarts = {"ours": [], "baseline": []}
 
     def timer(name, tag):
         def run_one():
             fresh, again = time_start(client, tag)
-            starts[name].append(fresh)
             restarts[name].append(again)
             return fresh
         return run_one
 
-    interleave({"ours": timer("ours", ours_tag), "baseline": timer("baseline", base_tag)},
-               rounds=params.image_starts)
+    starts = interleave({"ours": timer("ours", ours_tag), "baseline": timer("baseline", base_tag)},
+                        rounds=params.image_starts)
     ours_mb, base_mb = image_mb(client, ours_tag), image_mb(client, base_tag)
     return [
         Figure("5 image size", entry.major, f"{ours_tag} size", "MB", value=ours_mb,

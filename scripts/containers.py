@@ -69,10 +69,11 @@ class PgContainer:
         return self.container.wait(timeout=timeout)["StatusCode"]
 
 
-def wait_ready(pg, timeout=120, interval=0.2):
+def wait_ready(pg, timeout=120, interval=0.2, port="5432/tcp", **connect_kwargs):
     """Block until a TCP login and `select 1` succeed; raise with the log if it never does.
 
-    `interval` is the pause between attempts (the benchmarks time start-up, so poll finer)."""
+    `interval` is the pause between attempts (the benchmarks time start-up, so poll finer);
+    `port` is the container port to log in through, `connect_kwargs` go to pg.connect()."""
     import psycopg
 
     deadline = time.monotonic() + timeout
@@ -81,11 +82,11 @@ def wait_ready(pg, timeout=120, interval=0.2):
         pg.container.reload()
         if pg.container.status in ("exited", "dead"):
             raise UserError(f"container {pg.image} exited during start-up:\n{pg.logs()[-3000:]}")
-        ports = pg.container.attrs["NetworkSettings"]["Ports"].get("5432/tcp")
+        ports = pg.container.attrs["NetworkSettings"]["Ports"].get(port)
         if ports:
             pg.host_port = int(ports[0]["HostPort"])
             try:
-                with pg.connect() as conn:
+                with pg.connect(**connect_kwargs) as conn:
                     conn.execute("select 1")
                 return pg
             except psycopg.OperationalError as exc:
@@ -150,9 +151,7 @@ def stop(pg, log_dir=None, timeout=10):
 def start_pooler(client, image, db, network, app_password, pool_size=10, timeout=60):
     """Run the pooler image (compose/pooler: pgbouncer, transaction mode) in front of `db`,
     both on the docker network `network`, with a random host port; returned as a PgContainer
-    (user `app`) once a login through it reaches the database. Remove it with stop()."""
-    import psycopg
-
+    once a login through it reaches the database. Remove it with stop()."""
     container = client.containers.run(
         image, detach=True, network=network,
         environment={"DB_HOST": db.container.name, "DB_PORT": "5432", "POOL_SIZE": str(pool_size),
@@ -160,26 +159,9 @@ def start_pooler(client, image, db, network, app_password, pool_size=10, timeout
         ports={"6432/tcp": ("127.0.0.1", None)},
         name=f"pgjwt-{uuid.uuid4().hex[:10]}", labels={"io.pg-session-jwt.test": "1"})
     pooler = PgContainer(container, image, password=db.password, dbname=db.dbname)
-    deadline = time.monotonic() + timeout
-    last = None
     try:
-        while time.monotonic() < deadline:
-            container.reload()
-            if container.status in ("exited", "dead"):
-                raise UserError(f"pooler {image} exited during start-up:\n{pooler.logs()[-3000:]}")
-            ports = container.attrs["NetworkSettings"]["Ports"].get("6432/tcp")
-            if ports:
-                pooler.host_port = int(ports[0]["HostPort"])
-                try:
-                    with psycopg.connect(pooler.dsn(), connect_timeout=5, prepare_threshold=None,
-                                         autocommit=True) as conn:
-                        conn.execute("select 1")
-                    return pooler
-                except psycopg.OperationalError as exc:
-                    last = exc
-            time.sleep(0.2)
-        raise UserError(f"pooler {image} not ready after {timeout}s ({last}):\n"
-                        f"{pooler.logs()[-3000:]}")
+        # pgbouncer in transaction mode cannot keep server-side prepared statements.
+        return wait_ready(pooler, timeout, port="6432/tcp", prepare_threshold=None)
     except BaseException:
         stop(pooler)
         raise
