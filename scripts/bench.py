@@ -80,7 +80,7 @@ def guarded(scenario, major, run, announce=True):
         return [Figure(SCENARIO_TITLES[scenario], major, "(did not run)", "", error=message)]
 
 
-def bench_major(client, entry, mx, params, only, keys):
+def bench_major(client, entry, mx, params, only, keys, log_dir):
     """All scenarios of one major; the container for 1-4 is shared and always removed."""
     judged = entry.major == mx.default.major
     figures = []
@@ -89,7 +89,8 @@ def bench_major(client, entry, mx, params, only, keys):
               if s in only and (judged or s != "pgbench")]
     if wanted:
         figures += guarded(wanted[0], entry.major,
-                           lambda: run_in_container(client, entry, params, wanted, keys, judged),
+                           lambda: run_in_container(client, entry, params, wanted, keys, judged,
+                                                    log_dir),
                            announce=False)
     if "images" in only:
         figures += guarded("images", entry.major, lambda: bench_images.run(
@@ -97,7 +98,7 @@ def bench_major(client, entry, mx, params, only, keys):
     return figures
 
 
-def run_in_container(client, entry, params, wanted, keys, judged):
+def run_in_container(client, entry, params, wanted, keys, judged, log_dir):
     """Scenarios 1-4 on one container of `entry`'s image, always removed afterwards."""
     figures = []
     pg = containers.start(client, entry.tag())
@@ -116,7 +117,7 @@ def run_in_container(client, entry, params, wanted, keys, judged):
                 pg, entry.major, params, keys["EdDSA"]))
     finally:
         failed = any(f.error for f in figures)
-        containers.stop(pg, log_dir=DEFAULT_OUT / "logs" if failed else None)
+        containers.stop(pg, log_dir=log_dir if failed else None)
     return figures
 
 
@@ -168,7 +169,7 @@ def main(argv=None):
         keys = {alg: generate_key(alg) for alg in bench_session.ALGORITHMS}
         figures = []
         for entry in entries:
-            figures += bench_major(client, entry, mx, params, args.only, keys)
+            figures += bench_major(client, entry, mx, params, args.only, keys, args.out / "logs")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -53,6 +53,12 @@ def public_jwk(key):
     return json.dumps(key.export_public(as_dict=True), separators=(",", ":"), sort_keys=True)
 
 
+def public_jwks(keys):
+    """The public halves of `keys` as one compact JWK Set `{"keys": [...]}`."""
+    return json.dumps({"keys": [json.loads(public_jwk(key)) for key in keys]},
+                      separators=(",", ":"))
+
+
 def pgoptions_value(jwk_json):
     """`-c pg_session_jwt.jwk=...` escaped for libpq's options (backslash before space and \\)."""
     escaped = re.sub(r"([\\ ])", r"\\\1", jwk_json)

@@ -199,10 +199,7 @@ def connect_clients(clients, direct_dsn, pooled_dsn=None):
 
 def jwks(clients):
     """The JWKS text that trusts every client's key (the server-wide PG_SESSION_JWT_JWK)."""
-    import json
-
-    return json.dumps({"keys": [json.loads(tokens.public_jwk(c.key)) for c in clients]},
-                      separators=(",", ":"))
+    return tokens.public_jwks(c.key for c in clients)
 
 
 class _IdPool:

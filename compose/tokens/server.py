@@ -14,7 +14,6 @@ reads as its server-wide key. Tokens are minted by scripts/jwt.py, the token too
 `server.py --check` is the container's healthcheck.
 """
 
-import json
 import os
 import signal
 import sys
@@ -27,7 +26,7 @@ from urllib.parse import parse_qsl, urlsplit
 from jwcrypto import jwk
 
 from scripts.errors import UserError
-from scripts.jwt import generate_key, mint, parse_claim, parse_ttl, public_jwk
+from scripts.jwt import generate_key, mint, parse_claim, parse_ttl, public_jwk, public_jwks
 
 PORT = 8080
 ISSUER = "pg-session-jwt-dev-tokens"
@@ -63,10 +62,8 @@ def load_or_create_key(key_dir, alg):
 
 def publish(public_dir, key):
     """Write the public JWK (what the database trusts) and the JWK Set into `public_dir`."""
-    public = public_jwk(key)
-    _write_atomically(Path(public_dir) / "jwk.json", public + "\n", 0o644)
-    jwks = json.dumps({"keys": [json.loads(public)]}, separators=(",", ":"))
-    _write_atomically(Path(public_dir) / "jwks.json", jwks + "\n", 0o644)
+    _write_atomically(Path(public_dir) / "jwk.json", public_jwk(key) + "\n", 0o644)
+    _write_atomically(Path(public_dir) / "jwks.json", public_jwks([key]) + "\n", 0o644)
 
 
 def token_for(key, query):
@@ -96,8 +93,7 @@ def index_text():
 
 
 def make_handler(key):
-    public = public_jwk(key)
-    jwks = json.dumps({"keys": [json.loads(public)]}, separators=(",", ":"))
+    public, jwks = public_jwk(key), public_jwks([key])
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "pg-session-jwt-dev-tokens"
