@@ -7,6 +7,7 @@
 Settings come from the environment, all optional: PG_MAJOR (default: the matrix default),
 PGJWT_PROJECT (compose project, default pg-session-jwt), PGJWT_DB_PORT, PGJWT_POOLER_PORT,
 PGJWT_TOKENS_PORT (host ports on 127.0.0.1, defaults 55432, 56432, 58080), PGJWT_POOL_SIZE,
+PGJWT_IMAGE_REPO (repository of the db image, default pg-session-jwt),
 PGJWT_POSTGRES_PASSWORD and PGJWT_APP_PASSWORD (development defaults). The same names are
 what compose/docker-compose.yml reads, so plain compose and this module agree.
 """
@@ -52,6 +53,7 @@ class Settings:
     postgres_password: str = "postgres"
     app_password: str = "app"
     pool_size: int = 10
+    image_repo: str = matrix.DEFAULT_REPO
 
     @classmethod
     def from_env(cls, environ, mx, pg=None):
@@ -71,12 +73,14 @@ class Settings:
         return cls(major=major, project=project, ports=ports,
                    postgres_password=environ.get("PGJWT_POSTGRES_PASSWORD", "postgres"),
                    app_password=environ.get("PGJWT_APP_PASSWORD", "app"),
-                   pool_size=_int_setting(environ, "PGJWT_POOL_SIZE", 10, 1, 10000))
+                   pool_size=_int_setting(environ, "PGJWT_POOL_SIZE", 10, 1, 10000),
+                   image_repo=environ.get("PGJWT_IMAGE_REPO") or matrix.DEFAULT_REPO)
 
     def compose_env(self, base_image=None):
         """The variables compose/docker-compose.yml interpolates, for this stack."""
         env = {
             "PG_MAJOR": str(self.major),
+            "PGJWT_IMAGE_REPO": self.image_repo,
             "PGJWT_POSTGRES_PASSWORD": self.postgres_password,
             "PGJWT_APP_PASSWORD": self.app_password,
             "PGJWT_POOL_SIZE": str(self.pool_size),
@@ -331,7 +335,7 @@ def usage_text(settings, jwk_json, tokens):
 
 # --- commands ----------------------------------------------------------------------------
 
-def ensure_db_image(client, mx, major):
+def ensure_db_image(client, mx, major, repo=matrix.DEFAULT_REPO):
     """Build pg-session-jwt:<major> with scripts/build.py when it is not there yet."""
     import docker
 
@@ -339,12 +343,12 @@ def ensure_db_image(client, mx, major):
 
     entry = mx.select([major])[0]
     try:
-        client.images.get(entry.tag())
+        client.images.get(entry.tag(repo))
         return
     except docker.errors.ImageNotFound:
         pass
-    say(SCOPE, f"{entry.tag()} is missing; building it (a few minutes, once)")
-    build.build_one(client, entry, mx, matrix.DEFAULT_REPO, refresh_base=False)
+    say(SCOPE, f"{entry.tag(repo)} is missing; building it (a few minutes, once)")
+    build.build_one(client, entry, mx, repo, refresh_base=False)
 
 
 def up(settings, mx, client, compose, out=sys.stdout, timeout=240):
@@ -356,7 +360,7 @@ def up(settings, mx, client, compose, out=sys.stdout, timeout=240):
         busy = busy_ports(settings.ports)
         if busy:
             raise busy_ports_error(busy)
-    ensure_db_image(client, mx, settings.major)
+    ensure_db_image(client, mx, settings.major, settings.image_repo)
     base = base_image.ensure(client, mx.default.suite, mx.mirror)
     build_helpers(client, base)
     say(SCOPE, f"starting compose project {settings.project}")

@@ -64,7 +64,8 @@ def stack(pg_major, image, docker_client, request):
     db_port, pooler_port, tokens_port = free_ports(3)
     env = {"PG_MAJOR": str(pg_major), "PGJWT_PROJECT": f"pgjwt-test-{uuid.uuid4().hex[:10]}",
            "PGJWT_DB_PORT": str(db_port), "PGJWT_POOLER_PORT": str(pooler_port),
-           "PGJWT_TOKENS_PORT": str(tokens_port), "PGJWT_POOL_SIZE": "1"}
+           "PGJWT_TOKENS_PORT": str(tokens_port), "PGJWT_POOL_SIZE": "1",
+           "PGJWT_IMAGE_REPO": image.rpartition(":")[0]}
     mx = matrix.load()
     settings = devstack.Settings.from_env(env, mx)
     compose = devstack.detect_compose()
