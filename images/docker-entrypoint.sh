@@ -3,7 +3,7 @@
 # _FILE variants, /docker-entrypoint-initdb.d, `-c` pass-through, postgres as PID 1) plus
 # ours: the extension created at initialization, and the run-time configuration (server-wide
 # JWK, audience, issuer, a mounted settings YAML) checked and written at every start by
-# scripts/runtime_config.py before anything touches the data directory.
+# runtime/config.py before anything touches the data directory.
 #
 # Started as root it fixes ownership and re-executes itself as postgres (gosu); started with
 # `--user <uid>` it runs as that uid. Init scripts may source this file to reuse its functions.
@@ -104,7 +104,7 @@ docker_verify_data_major() {
 # Check PG_SESSION_JWT_* and the settings YAML and write $RUNTIME_CONF (at every start).
 docker_write_runtime_config() {
 	mkdir -p "$RUNTIME_DIR"
-	if ! PYTHONPATH=$PG_SESSION_JWT_HOME python3 -m scripts.runtime_config \
+	if ! PYTHONPATH=$PG_SESSION_JWT_HOME python3 -m runtime.config \
 		--major "$PG_MAJOR" --out "$RUNTIME_CONF"; then
 		pg_error "start refused; nothing in $PGDATA was changed"
 		exit 1

@@ -1,0 +1,226 @@
+"""The compose dev stack as `make run` starts it: tokens, RLS direct and pooled, teardown.
+
+One stack per major per module, under its own compose project name and random host
+ports, started by devtools/devstack.py's `up` (the code behind `make run`), with pgbouncer
+held to one server connection so that consecutive transactions share a backend. The
+compose logs are kept under tests/logs/ when a test failed; `down -v` always runs.
+"""
+
+import io
+import json
+import shutil
+import socket
+import subprocess
+import urllib.request
+import uuid
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from builder import matrix
+from devtools import devstack
+from devtools.jwt import pgoptions_value
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+
+LOG_DIR = matrix.ROOT / "tests" / "logs"
+
+
+def free_ports(count):
+    """`count` distinct ports that were free on 127.0.0.1 a moment ago."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class Stack:
+    settings: devstack.Settings
+    compose: list
+    printed: str
+
+    def token(self, sub):
+        """A fresh token from the stack's issuer (its jti is newer than any before it)."""
+        with urllib.request.urlopen(self.settings.tokens_url(f"/token?sub={sub}"),
+                                    timeout=10) as resp:
+            return resp.read().decode().strip()
+
+    def connect(self, service, **kwargs):
+        """A psycopg connection as `app`; prepare_threshold=None: no server-side prepared
+        statements, which a transaction pooler cannot keep per client."""
+        return psycopg.connect(self.settings.url(service), connect_timeout=10,
+                               prepare_threshold=None, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def stack(pg_major, image, docker_client, request):
+    db_port, pooler_port, tokens_port = free_ports(3)
+    env = {"PG_MAJOR": str(pg_major), "PGJWT_PROJECT": f"pgjwt-test-{uuid.uuid4().hex[:10]}",
+           "PGJWT_DB_PORT": str(db_port), "PGJWT_POOLER_PORT": str(pooler_port),
+           "PGJWT_TOKENS_PORT": str(tokens_port), "PGJWT_POOL_SIZE": "1",
+           "PGJWT_IMAGE_REPO": image.rpartition(":")[0]}
+    mx = matrix.load()
+    settings = devstack.Settings.from_env(env, mx)
+    compose = devstack.detect_compose()
+    failed_before = request.session.testsfailed
+    started = False
+    try:
+        printed = devstack.up(settings, mx, docker_client, compose, out=io.StringIO())
+        started = True
+        yield Stack(settings, compose, printed)
+    finally:
+        if not started or request.session.testsfailed > failed_before:
+            save_logs(settings, compose)
+        devstack.down(settings, compose)
+
+
+def save_logs(settings, compose):
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(devstack.compose_command(compose, settings.project, "logs",
+                                                     "--no-color"),
+                            capture_output=True, text=True)
+    (LOG_DIR / f"{settings.project}.log").write_text(result.stdout + result.stderr)
+
+
+def owners(conn, token, local):
+    """Owners of the todos visible after jwt_session_init(token, local), in one transaction."""
+    with conn.transaction():
+        conn.execute("select auth.jwt_session_init(%s, %s)", (token, local))
+        return {row[0] for row in conn.execute("select owner from todos")}
+
+
+# The printed commands use the tokens minted when the stack came up; the pooler's one
+# server connection accepts no token older than the last it verified (jti must increase),
+# so these run before any test that uses a fresh token through the pooler.
+
+def run_printed(exports, command):
+    result = subprocess.run(["bash", "-c", "\n".join(["set -e", *exports, command])],
+                            capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "10"})
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_printed_commands_work(stack):
+    for tool in ("psql", "curl"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing on this host: install it (postgresql-client, curl)")
+    lines = stack.printed.splitlines()
+    exports = [line for line in lines if line.startswith("export ")]
+    refresh = [line.strip() for line in lines if line.startswith("  export ")]
+    commands = [line for line in lines if line.startswith("psql ")]
+    assert [line.split("=")[0] for line in exports] == ["export ALICE_TOKEN", "export BOB_TOKEN"]
+    assert [line.split("=")[0] for line in refresh] == ["export ALICE_TOKEN", "export BOB_TOKEN"]
+    assert len(commands) == 3
+    outputs = []
+    for command in commands:
+        code, out, err = run_printed(exports, command)
+        assert code == 0, f"{command}\n{err}"
+        outputs.append(out)
+    alice, bob, admin = outputs
+    assert "alice" in alice and "bob" not in alice
+    assert "bob" in bob and "alice" not in bob
+    assert "alice" in admin and "bob" in admin
+    # What the output warns about: alice's first token, after bob's newer one on the same
+    # pooled server connection, is refused; fresh tokens work.
+    code, _, err = run_printed(exports, commands[0])
+    assert code != 0 and "monotonically increasing" in err
+    for command in commands[:2]:
+        code, out, err = run_printed(refresh, command)
+        assert code == 0, f"{command}\n{err}"
+
+
+def test_pgoptions_with_the_key_is_refused_by_the_pooler(stack):
+    options = pgoptions_value(devstack.fetch_jwk(stack.settings))
+    with pytest.raises(psycopg.OperationalError, match="unsupported startup parameter"):
+        stack.connect("pooler", options=options).close()
+
+
+def test_printed_connection_strings_and_pgoptions_are_true(stack):
+    text = stack.printed
+    assert f"direct: {stack.settings.url('db')}" in text
+    assert f"pooler: {stack.settings.url('pooler')}" in text
+    jwk = devstack.fetch_jwk(stack.settings)
+    assert f"PGOPTIONS={pgoptions_value(jwk)}" in text.replace("'", "")
+    # the commented-out PGOPTIONS works for a direct connection ...
+    with stack.connect("db", options=pgoptions_value(jwk), autocommit=True) as conn:
+        conn.execute("select auth.init()")
+        assert owners(conn, stack.token("carol"), False) == set()
+        assert conn.execute("select auth.user_id()").fetchone()[0] == "carol"
+    # ... and is not needed: db trusts the issuer's key server-wide
+    with stack.connect("db", autocommit=True) as conn:
+        conn.execute("select auth.init()")
+        assert conn.execute("select current_setting('pg_session_jwt.jwk')").fetchone()[0] == jwk
+
+
+def test_services_are_healthy(stack, docker_client):
+    states = devstack.stack_state(devstack.project_containers(docker_client,
+                                                              stack.settings.project))
+    assert states == {service: "healthy" for service in devstack.SERVICES}
+
+
+@pytest.mark.parametrize("service", ["db", "pooler"])
+def test_each_user_sees_only_their_todos(stack, service):
+    with stack.connect(service, autocommit=True) as conn:
+        for user in ("alice", "bob"):
+            with conn.transaction():
+                conn.execute("select auth.jwt_session_init(%s, true)", (stack.token(user),))
+                conn.execute("insert into todos (title) values (%s)", (f"{service} {user}",))
+        assert owners(conn, stack.token("alice"), True) == {"alice"}
+        assert owners(conn, stack.token("bob"), True) == {"bob"}
+
+
+def test_app_cannot_write_a_row_for_someone_else(stack):
+    with stack.connect("pooler", autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            with conn.transaction():
+                conn.execute("select auth.jwt_session_init(%s, true)", (stack.token("bob"),))
+                conn.execute("insert into todos (owner, title) values ('alice', 'forged')")
+
+
+def test_without_a_session_app_sees_nothing(stack):
+    with stack.connect("pooler", autocommit=True) as conn:
+        assert conn.execute("select count(*) from todos").fetchone()[0] == 0
+        assert conn.execute("select auth.user_id()").fetchone()[0] is None
+
+
+def test_transaction_scoped_session_ends_at_commit_on_the_shared_backend(stack):
+    with stack.connect("pooler", autocommit=True) as first, \
+            stack.connect("pooler", autocommit=True) as second:
+        with first.transaction():
+            first.execute("select auth.jwt_session_init(%s, true)", (stack.token("alice"),))
+            pid, user = first.execute("select pg_backend_pid(), auth.user_id()").fetchone()
+            assert user == "alice"
+        for conn in (first, second):  # the same client, then another one
+            with conn.transaction():
+                row = conn.execute(
+                    "select pg_backend_pid(), auth.user_id(),"
+                    " coalesce(current_setting('pg_session_jwt.jwt', true), ''),"
+                    " (select count(*) from todos)").fetchone()
+            assert row == (pid, None, "", 0), "the pool has one server connection"
+
+
+def test_tokens_service_serves_jwk_and_jwks(stack):
+    jwk = json.loads(devstack.fetch_jwk(stack.settings))
+    jwks = json.loads(devstack.http_get(stack.settings.tokens_url("/.well-known/jwks.json")))
+    assert jwks == {"keys": [jwk]} and "d" not in jwk
+    first, second = (stack.token("alice") for _ in range(2))
+    assert first != second
+
+
+def test_down_removes_containers_volumes_and_network(stack, docker_client):
+    project = stack.settings.project
+    devstack.down(stack.settings, stack.compose)
+    label = {"label": f"com.docker.compose.project={project}"}
+    assert docker_client.containers.list(all=True, filters=label) == []
+    assert docker_client.volumes.list(filters=label) == []
+    assert docker_client.networks.list(filters=label) == []
+    assert not [v.name for v in docker_client.volumes.list() if v.name.startswith(project)]
+    assert not [n.name for n in docker_client.networks.list() if n.name.startswith(project)]
