@@ -10,10 +10,9 @@ Starts of the two images alternate.
 import time
 
 from bench.report import Figure, Target, interleave, median
-from builder import base_image, containers
+from builder import base_image, containers, docker_build
 from builder.matrix import ROOT
 from builder.progress import say
-from runtime.errors import UserError
 
 BASELINE_CONTEXT = ROOT / "images" / "bench-baseline"
 BASELINE_REPO = "pg-session-jwt-bench-baseline"
@@ -31,15 +30,10 @@ def build_baseline(client, entry, mirror):
     base = base_image.ensure(client, entry.suite, mirror)
     tag = baseline_tag(entry.major)
     say(f"bench pg{entry.major}", f"building the baseline image {tag} from {base}")
-    log = []
-    for chunk in client.api.build(path=str(BASELINE_CONTEXT), tag=tag, rm=True, forcerm=True,
-                                  decode=True, buildargs={"BASE_IMAGE": base,
-                                                          "PG_MAJOR": str(entry.major)}):
-        log.extend(chunk.get("stream", "").splitlines())
-        if "error" in chunk:
-            tail = "\n".join(log[-20:])
-            raise UserError(f"building the benchmark baseline {tag} failed: "
-                            f"{chunk['error'].strip()}\n{tail}")
+    built, replaced = docker_build.build(
+        client, context=BASELINE_CONTEXT, tag=tag, scope=f"bench pg{entry.major}",
+        what=f"the benchmark baseline {tag}", buildargs={"BASE_IMAGE": base, "PG_MAJOR": str(entry.major)})
+    docker_build.tag_and_prune(client, built, [tag], [replaced])
     return tag
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from builder import base_image, matrix
+from builder import base_image, containers, docker_build, matrix
 from builder.docker_client import connect
 from builder.progress import say
 from runtime.errors import UserError, failed
@@ -55,37 +55,27 @@ def build_args(entry, mx, base, ext_version):
     }
 
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def explain_failure(entry, log_lines, message):
+def explain_failure(entry, failure):
     """A UserError for a failed build; for an apt failure it names the packages and the suite."""
-    lines = [ANSI.sub("", line) for line in log_lines[-60:]]
-    apt_errors = [line.strip() for line in lines if line.strip().startswith("E: ")]
-    tail = "\n".join(lines[-25:])
-    if apt_errors:
-        missing = sorted(set(re.findall(r"Unable to locate package (\S+)", "\n".join(apt_errors))))
-        if missing:
-            what = (f"packages not found: {', '.join(missing)}; "
-                    f"check the names for {entry.major} in images/versions.yaml")
-        else:
-            what = "check that the mirror in images/versions.yaml is reachable"
-        return UserError(
-            f"PostgreSQL {entry.major}: apt failed in Debian {entry.suite} ({what}):\n  "
-            + "\n  ".join(dict.fromkeys(apt_errors)))
-    return UserError(f"PostgreSQL {entry.major}: docker build failed: {message}\n"
-                     f"--- last build lines ---\n{tail}")
+    apt_errors = [line.strip() for line in failure.log_lines[-60:] if line.strip().startswith("E: ")]
+    if not apt_errors:
+        return failure
+    missing = sorted(set(re.findall(r"Unable to locate package (\S+)", "\n".join(apt_errors))))
+    if missing:
+        what = (f"packages not found: {', '.join(missing)}; "
+                f"check the names for {entry.major} in images/versions.yaml")
+    else:
+        what = "check that the mirror in images/versions.yaml is reachable"
+    return UserError(f"PostgreSQL {entry.major}: apt failed in Debian {entry.suite} ({what}):\n  "
+                     + "\n  ".join(dict.fromkeys(apt_errors)))
 
 
 def server_version_of(client, tag):
-    """`postgres --version` of the image `tag`, from a container removed with its anonymous
-    data volume (the SDK's remove=True would leave the VOLUME behind)."""
-    container = client.containers.run(tag, ["postgres", "--version"], entrypoint=[], detach=True)
-    try:
-        container.wait()
-        return container.logs().decode().strip()
-    finally:
-        container.remove(v=True, force=True)
+    """`postgres --version` of the image `tag`."""
+    code, out = containers.run_once(client, tag, ["postgres", "--version"])
+    if code != 0:
+        raise UserError(f"{tag}: `postgres --version` failed ({code}): {out.strip()[-500:]}")
+    return out.strip()
 
 
 def build_one(client, entry, mx, repo, refresh_base):
@@ -95,29 +85,16 @@ def build_one(client, entry, mx, repo, refresh_base):
     base = base_image.ensure(client, entry.suite, mx.mirror, refresh=refresh_base)
     ext_version = extension_version()
     say(scope, f"docker build from {base}")
-    log = []
-    image_id = None
-    stream = client.api.build(
-        path=str(matrix.ROOT), dockerfile=DOCKERFILE, tag=entry.tag(repo), rm=True,
-        forcerm=True, decode=True, buildargs=build_args(entry, mx, base, ext_version))
-    for chunk in stream:
-        if "stream" in chunk:
-            for line in chunk["stream"].splitlines():
-                log.append(line)
-                if line.startswith("Step "):
-                    say(scope, line.split(" : ", 1)[-1][:100] if " : " in line else line)
-        if "aux" in chunk and "ID" in chunk["aux"]:
-            image_id = chunk["aux"]["ID"]
-        if "error" in chunk:
-            raise explain_failure(entry, log, chunk["error"].strip())
-    if image_id is None:
-        raise explain_failure(entry, log, "no image produced")
-    version = server_version_of(client, entry.tag(repo))
+    try:
+        image_id, replaced = docker_build.build(
+            client, context=matrix.ROOT, dockerfile=DOCKERFILE, tag=entry.tag(repo), scope=scope,
+            what=f"PostgreSQL {entry.major}", buildargs=build_args(entry, mx, base, ext_version))
+    except docker_build.BuildFailed as failure:
+        raise explain_failure(entry, failure) from None
+    version = server_version_of(client, image_id)
     server_version = version.split(") ", 1)[-1]  # "postgres (PostgreSQL) 17.6 (Debian ...)"
-    image = client.images.get(entry.tag(repo))
-    for tag in entry.tags(server_version, repo):
-        name, _, tagname = tag.rpartition(":")
-        image.tag(name, tagname)
+    docker_build.tag_and_prune(client, image_id, entry.tags(server_version, repo), [replaced])
+    image = client.images.get(image_id)
     seconds = time.monotonic() - started
     say(scope, f"done in {seconds:.0f}s: {', '.join(entry.tags(server_version, repo))}")
     return {"tag": entry.tag(repo), "server": matrix.minor_version(server_version),

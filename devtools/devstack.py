@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from builder import matrix
+from builder import docker_build, matrix
 from builder.docker_client import connect
 from builder.progress import say
 from devtools.jwt import pgoptions_export
@@ -166,15 +166,9 @@ def build_helpers(client, base_image):
     for tag, context, dockerfile, buildargs in helper_builds(
             yaml.safe_load(COMPOSE_FILE.read_text()), base_image):
         say(SCOPE, f"building {tag} from {base_image}")
-        log = []
-        for chunk in client.api.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True,
-                                      forcerm=True, decode=True, buildargs=buildargs):
-            log.extend(chunk.get("stream", "").splitlines())
-            if "error" in chunk:
-                tail = "\n".join(log[-30:])
-                raise UserError(f"building {tag} failed: {chunk['error'].strip()}; check that "
-                                f"{base_image} can reach the Debian mirror\n--- last build lines "
-                                f"---\n{tail}")
+        built, replaced = docker_build.build(client, context=context, dockerfile=dockerfile, tag=tag,
+                                             scope=SCOPE, what=tag, buildargs=buildargs)
+        docker_build.tag_and_prune(client, built, [tag], [replaced])
 
 
 # --- host checks and waiting -------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import pytest
 
-from builder import base_image, build, docker_client, matrix
+from builder import base_image, build, docker_build, docker_client, matrix
 from runtime.errors import UserError
 
 
@@ -25,20 +25,25 @@ def test_extension_version_is_the_control_files_default_version():
     assert f"default_version = '{build.extension_version()}'" in control
 
 
+def failure(log, error):
+    return docker_build.BuildFailed("PostgreSQL 17", error, log)
+
+
 def test_apt_failure_names_packages_and_suite(entry):
     log = ["Step 5/20 : RUN apt-get install", "\x1b[91mE: Unable to locate package postgresql-99\x1b[0m"]
-    message = str(build.explain_failure(entry, log, "returned a non-zero code: 100"))
+    message = str(build.explain_failure(entry, failure(log, "returned a non-zero code: 100")))
     assert f"PostgreSQL {entry.major}" in message and f"Debian {entry.suite}" in message
     assert "postgresql-99" in message and "images/versions.yaml" in message
 
 
 def test_other_apt_failure_points_at_the_mirror(entry):
     log = ["E: Failed to fetch http://deb.debian.org/debian/dists/forky/InRelease"]
-    assert "mirror" in str(build.explain_failure(entry, log, "x"))
+    assert "mirror" in str(build.explain_failure(entry, failure(log, "x")))
 
 
 def test_non_apt_failure_keeps_the_log_tail(entry):
-    message = str(build.explain_failure(entry, ["Step 9/20 : COPY x y", "no such file"], "COPY failed"))
+    message = str(build.explain_failure(entry, failure(["Step 9/20 : COPY x y", "no such file"],
+                                                       "COPY failed")))
     assert "COPY failed" in message and "no such file" in message
 
 

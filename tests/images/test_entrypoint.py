@@ -319,7 +319,8 @@ REFUSED_ON_EXISTING = {
     "jwk-symmetric": ({"PG_SESSION_JWT_JWK": "{\"kty\": \"oct\", \"k\": \"c2VjcmV0\"}"}, None,
                       "error: PG_SESSION_JWT_JWK: pg_session_jwt.jwk is unusable: symmetric keys"),
     "jwk-file-private": ({"PG_SESSION_JWT_JWK_FILE": "/run/secrets/private_jwk"}, None,
-                         "error: PG_SESSION_JWT_JWK_FILE: pg_session_jwt.jwk is unusable: the key has private key members"),
+                         "error: PG_SESSION_JWT_JWK_FILE: pg_session_jwt.jwk is unusable: "
+                         "the key has private key members"),
     "issuer-two-lines": ({"PG_SESSION_JWT_ISSUER": "a\nb"}, None,
                          "error: PG_SESSION_JWT_ISSUER: must be one line"),
     "yaml-syntax": ({}, "settings:\n  work_mem: 8MB\n bad: [\n",

@@ -12,6 +12,7 @@ from devtools.jwt import generate_key, public_jwk
 from runtime import config as rc
 from runtime.errors import UserError
 
+
 class FakeServer:
     """Knows the names it was given, like ServerSettings does for a real binary."""
 
@@ -212,7 +213,8 @@ def test_main_keeps_the_old_file_when_refused(tmp_path, capsys):
     code = rc.main(["--major", "17", "--out", str(out)], env={"PG_SESSION_JWT_JWK": "{"})
     assert code == 2
     assert out.read_text() == "old\n"
-    assert capsys.readouterr().err.startswith("error: PG_SESSION_JWT_JWK: pg_session_jwt.jwk is unusable: not valid JSON")
+    assert capsys.readouterr().err.startswith(
+        "error: PG_SESSION_JWT_JWK: pg_session_jwt.jwk is unusable: not valid JSON")
     assert list(tmp_path.iterdir()) == [out]
 
 
