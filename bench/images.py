@@ -9,16 +9,14 @@ Starts of the two images alternate.
 
 import time
 
-from bench.report import Figure, Target, interleave, median
+from bench.report import Figure, interleave, median
+from bench.targets import target
 from builder import base_image, containers, docker_build
 from builder.matrix import ROOT
 from builder.progress import say
 
-BASELINE_CONTEXT = ROOT / "images" / "bench-baseline"
+BASELINE_CONTEXT = ROOT / "bench" / "baseline-image"
 BASELINE_REPO = "pg-session-jwt-bench-baseline"
-OFFICIAL_SIZE_MB = 438.0   # docker.io postgres:17-bookworm, the size target of issue 6
-START_RATIO = 1.3          # start to ready on a fresh volume, against the baseline
-RESTART_SECONDS = 2.0      # issue 4: restart on an existing volume
 
 
 def baseline_tag(major):
@@ -76,14 +74,14 @@ def run(client, entry, mirror, params, judged):
     return [
         Figure("5 image size", entry.major, f"{ours_tag} size", "MB", value=ours_mb,
                baseline=base_mb, baseline_label="(Debian postgresql only)",
-               target=Target("abs_max", OFFICIAL_SIZE_MB, "MB") if judged else None,
+               target=target("image_size") if judged else None,
                notes="target: the official postgres:17-bookworm image"),
         Figure("5 start to ready", entry.major, "fresh volume", "s",
                value=median(starts["ours"]), baseline=median(starts["baseline"]),
                baseline_label="(Debian postgresql, minimal entrypoint)",
-               target=Target("ratio_max", START_RATIO), samples=starts),
+               target=target("start"), samples=starts),
         Figure("5 start to ready", entry.major, "restart, existing volume", "s",
                value=median(restarts["ours"]), baseline=median(restarts["baseline"]),
                baseline_label="(Debian postgresql, minimal entrypoint)",
-               target=Target("abs_max", RESTART_SECONDS, "s"), samples=restarts),
+               target=target("restart"), samples=restarts),
     ]

@@ -1,4 +1,4 @@
-"""`make bench`: measure pg-session-jwt against what users would pick instead (issue 6).
+"""`make bench`: measure pg-session-jwt against what users would pick instead.
 
     python -m bench.run [--quick] [--pg 17 ...] [--only cold warm rows pgbench images]
                             [--out bench-results]
@@ -50,7 +50,7 @@ class Params:
     cold_samples: int = 40         # connections of each kind (issue: >= 30)
     warm_calls: int = 500          # tokens per timed batch
     warm_batches: int = 7          # timed batches per algorithm (plus one warm-up)
-    rows: int = 200_000            # issue 6 asks 100k rows, issue 3 200k: per-row figures
+    rows: int = 200_000            # per-row figures: enough rows that per-query costs vanish
     row_repeats: int = 15          # count(*) per table
     pgbench_transactions: int = 1500  # per client per run
     pgbench_rounds: int = 3        # runs of each script, alternating

@@ -1,4 +1,4 @@
-"""Benchmark scenarios 1-3 against one running container of an image (issue 6).
+"""Benchmark scenarios 1-3 against one running container of an image.
 
 1. cold backend: new connection + auth.init() + jwt_session_init() + user_id(),
    against new connection + `select 1`, interleaved, median of many connections.
@@ -18,19 +18,15 @@ import tarfile
 import time
 from pathlib import Path
 
-from bench.report import Figure, Target, interleave, median
+from bench.report import Figure, interleave, median
+from bench.targets import target
 from devtools import jwt as tokens
 
 ALGORITHMS = ("EdDSA", "ES256", "RS256")
-RAW_VERIFY = Path(__file__).with_name("bench_raw_verify.py")
+RAW_VERIFY = Path(__file__).with_name("raw_verify.py")
 READER = "bench_reader"
 READER_PASSWORD = "bench-reader-password"  # throwaway role inside a throwaway container
 
-# The targets of issue 6 (and issue 3's performance section).
-COLD_ADDED_MS = 30.0        # scenario 1, on the default major
-WARM_RATIO = 2.0            # scenario 2
-SELECT_FORM_RATIO = 1.05    # scenario 3, (select auth.user_id()) against no RLS
-CALL_FORM_EXTRA_US = 1.0    # scenario 3, auth.user_id() against PostgREST's setting
 
 
 def cold(pg, major, params, keys, judged):
@@ -42,7 +38,7 @@ def cold(pg, major, params, keys, judged):
             "1 cold backend", major, f"connect+init+session+user_id {alg}", "ms",
             value=median(samples["session"]), baseline=median(samples["select 1"]),
             baseline_label="(connect+select 1)",
-            target=Target("diff_max", COLD_ADDED_MS, "ms") if judged else None,
+            target=target("cold") if judged else None,
             samples=samples))
     return figures
 
@@ -153,7 +149,7 @@ def warm(pg, major, params, keys):
         figures.append(Figure(
             "2 warm verification", major, f"jwt_session_init {alg}", "us",
             value=median(ours), baseline=median(raw),
-            baseline_label="(cryptography verify)", target=Target("ratio_max", WARM_RATIO),
+            baseline_label="(cryptography verify)", target=target("warm"),
             samples={"jwt_session_init": ours, "raw verify": raw, "plpgsql loop": loop},
             notes="per call, server-side; the plpgsql loop's own cost is subtracted"))
     return figures
@@ -244,10 +240,10 @@ def rows(pg, major, params, keys):
     return [
         Figure("3 per-row RLS", major, labels["rows_select"], value=per_row["rows_select"],
                baseline=per_row["rows_none"], baseline_label="(no RLS)",
-               target=Target("ratio_max", SELECT_FORM_RATIO), samples=raw, **common),
+               target=target("per_row_select_form"), samples=raw, **common),
         Figure("3 per-row RLS", major, labels["rows_call"], value=per_row["rows_call"],
                baseline=per_row["rows_postgrest"], baseline_label="(PostgREST policy)",
-               target=Target("diff_max", CALL_FORM_EXTRA_US, "us"), **common),
+               target=target("per_row_call_form"), **common),
         Figure("3 per-row RLS", major, labels["rows_postgrest"],
                value=per_row["rows_postgrest"], baseline=per_row["rows_none"],
                baseline_label="(no RLS)", **common),

@@ -2,14 +2,17 @@
 
     python -m builder.build [--pg 17 18] [--repo pg-session-jwt] [--refresh-base]
 
-For each major: make sure a Debian base exists (builder/base_image.py), build
-images/Dockerfile with that major's build arguments and OCI labels, read the packaged
-server version from the image, tag `<repo>:<major>`, `<repo>:<major>.<minor>` and, for
-the default major, `<repo>:latest`. Ends with a summary table.
+For each major: make sure a Debian base exists (builder/base_image.py); build the shipped
+stage of images/Dockerfile and read the manifest it holds (runtime/manifest.py: package
+versions and base); build the labelled image from cache with those facts in its labels;
+read the packaged server version; tag `<repo>:<major>`, `<repo>:<major>.<minor>` and, for
+the default major, `<repo>:latest`, removing the image the tags pointed at before; print
+what changed since that previous build. Ends with a summary table.
 """
 
 import argparse
 import datetime
+import json
 import re
 import subprocess
 import sys
@@ -19,8 +22,11 @@ from builder import base_image, containers, docker_build, matrix
 from builder.docker_client import connect
 from builder.progress import say
 from runtime.errors import UserError, failed
+from runtime.manifest import MANIFEST_PATH
 
 DOCKERFILE = "images/Dockerfile"
+PACKAGES_LABEL = "io.pg-session-jwt.packages"
+BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
 CONTROL_FILE = matrix.ROOT / "extension" / "pg_session_jwt.control"
 
 
@@ -42,10 +48,12 @@ def git_revision():
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def build_args(entry, mx, base, ext_version):
+def build_args(entry, mx, base, ext_version, base_digest="", package_versions=""):
     """Build arguments for images/Dockerfile; the OCI labels are made from them there."""
     return {
         "BASE_IMAGE": base,
+        "BASE_DIGEST": base_digest,
+        "PACKAGE_VERSIONS": package_versions,
         "PG_MAJOR": str(entry.major),
         "SUITE": entry.suite,
         "PACKAGES": " ".join(mx.common_packages + entry.packages),
@@ -78,23 +86,64 @@ def server_version_of(client, tag):
     return out.strip()
 
 
+def base_digest(client, base):
+    """The base image's registry digest when it was pulled, else its local id."""
+    image = client.images.get(base)
+    return (image.attrs.get("RepoDigests") or [image.id])[0].rpartition("@")[-1]
+
+
+def read_manifest(client, image):
+    """The manifest runtime/manifest.py wrote into `image`."""
+    code, out = containers.run_once(client, image, ["cat", MANIFEST_PATH])
+    if code != 0:
+        raise UserError(f"{image}: cannot read {MANIFEST_PATH}: {out.strip()[-300:]}")
+    return json.loads(out)
+
+
+def package_versions(manifest):
+    """The manifest's packages as one label value: `name=version` pairs, by role."""
+    return " ".join(f"{p['package']}={p['version']}" for _, p in sorted(manifest["packages"].items()))
+
+
+def changes(before, after):
+    """What differs between two images' labels (None: no previous image), as lines for a person."""
+    if before is None:
+        return ["first build of this tag"]
+    old = dict(item.split("=", 1) for item in before.get(PACKAGES_LABEL, "").split() if "=" in item)
+    new = dict(item.split("=", 1) for item in after.get(PACKAGES_LABEL, "").split() if "=" in item)
+    lines = [f"{name} {old.get(name, '(none)')} -> {new.get(name, '(none)')}"
+             for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]
+    if before.get(BASE_DIGEST_LABEL) != after.get(BASE_DIGEST_LABEL):
+        lines.append(f"base {before.get(BASE_DIGEST_LABEL) or '(unknown)'} -> {after.get(BASE_DIGEST_LABEL)}")
+    return lines or ["same packages and base as the previous build"]
+
+
 def build_one(client, entry, mx, repo, refresh_base):
     """Build, inspect and tag one major; returns a summary row."""
     scope = f"pg{entry.major}"
     started = time.monotonic()
     base = base_image.ensure(client, entry.suite, mx.mirror, refresh=refresh_base)
-    ext_version = extension_version()
+    previous = docker_build.image_id(client, entry.tag(repo))
+    previous_labels = client.images.get(previous).labels if previous else None
+    args = build_args(entry, mx, base, extension_version(), base_digest(client, base))
     say(scope, f"docker build from {base}")
     try:
+        # First what ships (untagged), to read its manifest; then, from cache, the labelled image.
+        shipped, _ = docker_build.build(client, context=matrix.ROOT, dockerfile=DOCKERFILE, tag=None,
+                                        scope=scope, what=f"PostgreSQL {entry.major}", buildargs=args,
+                                        target="image")
+        args["PACKAGE_VERSIONS"] = package_versions(read_manifest(client, shipped))
         image_id, replaced = docker_build.build(
             client, context=matrix.ROOT, dockerfile=DOCKERFILE, tag=entry.tag(repo), scope=scope,
-            what=f"PostgreSQL {entry.major}", buildargs=build_args(entry, mx, base, ext_version))
+            what=f"PostgreSQL {entry.major}", buildargs=args)
     except docker_build.BuildFailed as failure:
         raise explain_failure(entry, failure) from None
     version = server_version_of(client, image_id)
     server_version = version.split(") ", 1)[-1]  # "postgres (PostgreSQL) 17.6 (Debian ...)"
     docker_build.tag_and_prune(client, image_id, entry.tags(server_version, repo), [replaced])
     image = client.images.get(image_id)
+    for line in changes(previous_labels, image.labels):
+        say(scope, f"since the previous build: {line}")
     seconds = time.monotonic() - started
     say(scope, f"done in {seconds:.0f}s: {', '.join(entry.tags(server_version, repo))}")
     return {"tag": entry.tag(repo), "server": matrix.minor_version(server_version),

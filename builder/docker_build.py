@@ -35,11 +35,12 @@ def image_id(client, ref):
 
 
 def build(client, *, context, tag, scope, what, dockerfile="Dockerfile", buildargs=None, target=None):
-    """Build `dockerfile` in `context` as `tag`; returns (new image id, id `tag` named before).
+    """Build `dockerfile` in `context` as `tag` (None: untagged, e.g. an inner `target` stage);
+    returns (new image id, id `tag` named before).
 
     Progress goes to standard error as `scope: Step ...` lines; a failure raises BuildFailed
     naming `what`."""
-    before = image_id(client, tag)
+    before = image_id(client, tag) if tag else None
     log, built = [], None
     stream = client.api.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
                               decode=True, buildargs=buildargs or {}, target=target)

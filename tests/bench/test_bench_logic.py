@@ -13,6 +13,7 @@ from bench import report as bench_report
 from bench import run as bench
 from bench import session as bench_session
 from bench.report import Figure, Target
+from builder.matrix import ROOT
 from devtools.jwt import generate_key, mint, public_jwk
 
 
@@ -137,7 +138,7 @@ def test_chart_writes_a_png(tmp_path):
 def test_quick_mode_is_smaller_in_every_respect():
     for f in fields(bench.Params):
         assert 0 < getattr(bench.QUICK, f.name) <= getattr(bench.FULL, f.name), f.name
-    assert bench.FULL.cold_samples >= 30  # issue 6: median of at least 30 connections
+    assert bench.FULL.cold_samples >= 30  # a median of at least 30 connections
 
 
 def test_unknown_major_is_a_user_error(capsys):
@@ -212,3 +213,10 @@ def test_raw_verify_times_one_batch_when_asked():
     spec = {"jwk": json.loads(public_jwk(key)), "alg": "EdDSA",
             "batches": [[mint(key, sub="a")], [mint(key, sub="b"), mint(key, sub="c")]]}
     assert len(bench_raw_verify.run(spec, only=1)["us_per_call"]) == 1
+
+
+def test_the_docs_show_every_target_as_declared():
+    from bench import targets
+
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    assert targets.markdown() in doc, "docs/benchmarks.md is stale: paste `python -m bench.targets`"

@@ -122,3 +122,21 @@ def test_cached_base_is_reused_only_while_its_recipe_matches(monkeypatch, label,
 
 def test_recipe_changes_with_the_mirror():
     assert base_image.recipe("trixie", "http://a/debian") != base_image.recipe("trixie", "http://b/debian")
+
+
+def test_package_versions_label_lists_each_package_once_by_role():
+    manifest = {"packages": {"python": {"package": "python3", "version": "3.13.5-1"},
+                             "postgresql": {"package": "postgresql-17", "version": "17.7-1"}}}
+    assert build.package_versions(manifest) == "postgresql-17=17.7-1 python3=3.13.5-1"
+
+
+def test_changes_since_the_previous_build_name_packages_and_base():
+    before = {build.PACKAGES_LABEL: "postgresql-17=17.6-1 python3=3.13.5-1",
+              build.BASE_DIGEST_LABEL: "sha256:aa"}
+    after = {build.PACKAGES_LABEL: "postgresql-17=17.7-1 python3=3.13.5-1 libsodium23=1.0.18-1",
+             build.BASE_DIGEST_LABEL: "sha256:bb"}
+    assert build.changes(before, after) == ["libsodium23 (none) -> 1.0.18-1",
+                                            "postgresql-17 17.6-1 -> 17.7-1",
+                                            "base sha256:aa -> sha256:bb"]
+    assert build.changes(after, after) == ["same packages and base as the previous build"]
+    assert build.changes(None, after) == ["first build of this tag"]

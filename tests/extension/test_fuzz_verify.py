@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the verification core (issue 7): `session.Backend.verify`, which
+"""Property-based fuzzing of the verification core: `session.Backend.verify`, which
 is what `auth.jwt_session_init()` runs — size limit, strict decoding, header checks,
 signature, then the claim checks — with audience and issuer configured.
 

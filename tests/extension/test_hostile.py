@@ -1,4 +1,4 @@
-"""Hostile tokens against a real server, on every major (issue 7, "Hostile input").
+"""Hostile tokens against a real server, on every major.
 
 One table, `CASES`: each row names an attack from RFC 8725 or a known JWT library bug, the
 small function that builds its token, and the exact SQLSTATE the extension must refuse it

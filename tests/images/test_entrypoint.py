@@ -1,4 +1,4 @@
-"""The image's entrypoint and run-time behaviour, on every major (issue 4).
+"""The image's entrypoint and run-time behaviour, on every major.
 
 One configured container (`main`) carries most checks: secrets from *_FILE, PGDATA below the
 volume with a separate WAL directory, init scripts of every kind, a settings YAML, the

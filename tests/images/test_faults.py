@@ -1,4 +1,4 @@
-"""Issue 7, faults: SIGKILL and `docker stop` in the middle of the load, and a data
+"""Faults: SIGKILL and `docker stop` in the middle of the load, and a data
 directory that fills up. Clients log every commit they saw acknowledged (tests/support/load.py's
 ledgers); afterwards every acknowledged row and increment must be in the table.
 

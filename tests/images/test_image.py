@@ -5,10 +5,11 @@ import json
 import psycopg
 import pytest
 
-from builder import matrix
+from builder import build, matrix
 from builder.matrix import ROOT
 from devtools.jwt import generate_key, mint, public_jwk
 from runtime import render_conf
+from runtime.manifest import MANIFEST_PATH
 
 pytestmark = pytest.mark.container
 
@@ -41,6 +42,25 @@ def test_tags_and_labels(docker_client, image, pg_major):
     assert minor_tags, img.tags
     default = matrix.load().default.major
     assert (f"{image.split(':')[0]}:latest" in img.tags) == (pg_major == default)
+
+
+def test_manifest_names_what_the_image_holds_and_the_labels_agree(docker_client, image, pg_major, host):
+    manifest = json.loads(host.file(MANIFEST_PATH).content_string)
+    packages = manifest["packages"]
+    assert packages["postgresql"]["package"] == f"postgresql-{pg_major}"
+    assert packages["plpython"]["package"] == f"postgresql-plpython3-{pg_major}"
+    assert packages["python"]["package"] == "python3"
+    assert packages["libcrypto"]["package"].startswith("libssl3")
+    for entry in packages.values():  # what dpkg says is installed, version for version
+        assert host.package(entry["package"]).version == entry["version"]
+    # the server's own version is the package's upstream part ("17.7-1" -> 17.7)
+    server = host.run("postgres --version").stdout.split()[2]
+    assert packages["postgresql"]["version"].startswith(server)
+    labels = docker_client.images.get(image).labels
+    assert labels["io.pg-session-jwt.packages"] == build.package_versions(manifest)
+    assert labels["org.opencontainers.image.base.digest"] == manifest["base"]["digest"]
+    assert labels["org.opencontainers.image.base.name"] == manifest["base"]["name"]
+    assert manifest["base"]["digest"] == build.base_digest(docker_client, manifest["base"]["name"])
 
 
 @pytest.mark.parametrize("path", [

@@ -1,4 +1,4 @@
-"""Issue 7, load: many users at once against the RLS table, directly and through pgbouncer.
+"""Load: many users at once against the RLS table, directly and through pgbouncer.
 
 Half the clients hold a session-scoped identity on their own server connection (role
 app_direct, `pg_session_jwt.require_jti` on as shipped, refreshed with tokens of higher jti);

@@ -1,4 +1,4 @@
-"""Concurrent Row Level Security load for the stress tests (issue 7): many users at once, each
+"""Concurrent Row Level Security load for the stress tests: many users at once, each
 checking every row the server returns to it, each logging the commits it saw acknowledged.
 
 One client = one thread = one connection = one user (`sub`) with its own signing key (the
