@@ -3,8 +3,8 @@
     python -m builder.build [--pg 17 18] [--repo pg-session-jwt] [--refresh-base]
 
 For each major: make sure a Debian base exists (builder/base_image.py); build the shipped
-stage of images/Dockerfile and read the manifest it holds (runtime/manifest.py: package
-versions and base); build the labelled image from cache with those facts in its labels;
+image of images/Dockerfile and read the manifest it holds (runtime/manifest.py: package
+versions and base); build it again from cache with its labels (builder.build.labels);
 read the packaged server version; tag `<repo>:<major>`, `<repo>:<major>.<minor>` and, for
 the default major, `<repo>:latest`, removing the image the tags pointed at before; print
 what changed since that previous build. Ends with a summary table.
@@ -43,23 +43,46 @@ def extension_version():
 
 
 def git_revision():
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=matrix.ROOT,
+    """(commit, commit time) of HEAD: the image's revision and creation labels. The commit's
+    time rather than the clock's, so that building the same tree again hits the cache for the
+    labels too and makes no new image."""
+    result = subprocess.run(["git", "log", "-1", "--format=%H %cI"], cwd=matrix.ROOT,
                             capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
+    if result.returncode != 0 or not result.stdout.strip():
+        return "unknown", "unknown"
+    commit, when = result.stdout.split()
+    created = datetime.datetime.fromisoformat(when).astimezone(datetime.UTC)
+    return commit, created.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_args(entry, mx, base, ext_version, base_digest="", package_versions=""):
-    """Build arguments for images/Dockerfile; the OCI labels are made from them there."""
+def build_args(entry, mx, base, base_digest):
+    """Build arguments for images/Dockerfile."""
     return {
         "BASE_IMAGE": base,
         "BASE_DIGEST": base_digest,
-        "PACKAGE_VERSIONS": package_versions,
         "PG_MAJOR": str(entry.major),
-        "SUITE": entry.suite,
         "PACKAGES": " ".join(mx.common_packages + entry.packages),
-        "EXT_VERSION": ext_version,
-        "REVISION": git_revision(),
-        "CREATED": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def labels(entry, manifest):
+    """The image's labels: OCI's (base image included) and ours, from the matrix entry, the
+    extension's version, git and the manifest read from the image."""
+    revision, created = git_revision()
+    return {
+        "org.opencontainers.image.title": f"pg-session-jwt {entry.major}",
+        "org.opencontainers.image.description":
+            f"PostgreSQL {entry.major} (Debian {entry.suite}) with the pg_session_jwt extension",
+        "org.opencontainers.image.version": extension_version(),
+        "org.opencontainers.image.revision": revision,
+        "org.opencontainers.image.created": created,
+        "org.opencontainers.image.source": "https://github.com/pg-session-jwt/pg-session-jwt",
+        "org.opencontainers.image.licenses": "PostgreSQL",
+        "org.opencontainers.image.base.name": manifest["base"]["name"],
+        BASE_DIGEST_LABEL: manifest["base"]["digest"],
+        "io.pg-session-jwt.postgres.major": str(entry.major),
+        "io.pg-session-jwt.extension.version": extension_version(),
+        PACKAGES_LABEL: package_versions(manifest),
     }
 
 
@@ -125,17 +148,16 @@ def build_one(client, entry, mx, repo, refresh_base):
     base = base_image.ensure(client, entry.suite, mx.mirror, refresh=refresh_base)
     previous = docker_build.image_id(client, entry.tag(repo))
     previous_labels = client.images.get(previous).labels if previous else None
-    args = build_args(entry, mx, base, extension_version(), base_digest(client, base))
+    args = build_args(entry, mx, base, base_digest(client, base))
     say(scope, f"docker build from {base}")
     try:
         # First what ships (untagged), to read its manifest; then, from cache, the labelled image.
         shipped, _ = docker_build.build(client, context=matrix.ROOT, dockerfile=DOCKERFILE, tag=None,
-                                        scope=scope, what=f"PostgreSQL {entry.major}", buildargs=args,
-                                        target="image")
-        args["PACKAGE_VERSIONS"] = package_versions(read_manifest(client, shipped))
+                                        scope=scope, what=f"PostgreSQL {entry.major}", buildargs=args)
         image_id, replaced = docker_build.build(
             client, context=matrix.ROOT, dockerfile=DOCKERFILE, tag=entry.tag(repo), scope=scope,
-            what=f"PostgreSQL {entry.major}", buildargs=args)
+            what=f"PostgreSQL {entry.major}", buildargs=args,
+            labels=labels(entry, read_manifest(client, shipped)))
     except docker_build.BuildFailed as failure:
         raise explain_failure(entry, failure) from None
     version = server_version_of(client, image_id)

@@ -34,8 +34,8 @@ def image_id(client, ref):
         return None
 
 
-def build(client, *, context, tag, scope, what, dockerfile="Dockerfile", buildargs=None, target=None):
-    """Build `dockerfile` in `context` as `tag` (None: untagged, e.g. an inner `target` stage);
+def build(client, *, context, tag, scope, what, dockerfile="Dockerfile", buildargs=None, labels=None):
+    """Build `dockerfile` in `context` as `tag` (None: untagged) with `labels` on the image;
     returns (new image id, id `tag` named before).
 
     Progress goes to standard error as `scope: Step ...` lines; a failure raises BuildFailed
@@ -43,7 +43,7 @@ def build(client, *, context, tag, scope, what, dockerfile="Dockerfile", buildar
     before = image_id(client, tag) if tag else None
     log, built = [], None
     stream = client.api.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
-                              decode=True, buildargs=buildargs or {}, target=target)
+                              decode=True, buildargs=buildargs or {}, labels=labels)
     for chunk in stream:
         for line in chunk.get("stream", "").splitlines():
             log.append(line)

@@ -13,11 +13,22 @@ def entry():
 
 def test_build_args_come_from_the_matrix(entry):
     mx = matrix.load()
-    args = build.build_args(entry, mx, f"pg-session-jwt-base:{entry.suite}", "9.9.9")
-    assert args["PG_MAJOR"] == str(entry.major) and args["SUITE"] == entry.suite
+    args = build.build_args(entry, mx, f"pg-session-jwt-base:{entry.suite}", "sha256:ab")
+    assert args["PG_MAJOR"] == str(entry.major) and args["BASE_DIGEST"] == "sha256:ab"
     assert args["PACKAGES"].split() == list(mx.common_packages + entry.packages)
-    assert args["EXT_VERSION"] == "9.9.9"
-    assert args["CREATED"].endswith("Z")
+
+
+def test_labels_come_from_the_matrix_the_control_file_and_the_manifest(entry):
+    manifest = {"base": {"name": "debian:forky-slim", "digest": "sha256:ab"},
+                "packages": {"postgresql": {"package": f"postgresql-{entry.major}", "version": "1-1"}}}
+    labels = build.labels(entry, manifest)
+    description = labels["org.opencontainers.image.description"]
+    assert description.startswith(f"PostgreSQL {entry.major} (Debian {entry.suite})")
+    assert labels["org.opencontainers.image.version"] == build.extension_version()
+    assert labels["org.opencontainers.image.created"].endswith("Z")
+    assert labels["org.opencontainers.image.base.name"] == "debian:forky-slim"
+    assert labels[build.BASE_DIGEST_LABEL] == "sha256:ab"
+    assert labels[build.PACKAGES_LABEL] == f"postgresql-{entry.major}=1-1"
 
 
 def test_extension_version_is_the_control_files_default_version():
