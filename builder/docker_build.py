@@ -52,6 +52,8 @@ def build(client, *, context, tag, scope, what, dockerfile="Dockerfile", buildar
         if "aux" in chunk and "ID" in chunk["aux"]:
             built = chunk["aux"]["ID"]
         if "error" in chunk:
+            for _ in stream:  # read to the end, so that the daemon's response is closed
+                pass
             raise BuildFailed(what, chunk["error"].strip(), log)
     if built is None:
         raise BuildFailed(what, "no image produced", log)
