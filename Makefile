@@ -8,8 +8,17 @@ PG ?=
 PYTEST_ARGS ?=
 
 .PHONY: help
-help:  ## list the targets
+help:  ## list the targets and where things live
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@printf '\nWhere things live (README.md, "Layout"):\n'
+	@printf '%s\n' \
+	  "  extension/  the extension: runs in every backend (control, sql/, pg_session_jwt/)" \
+	  "  images/     what ships: versions.yaml (the matrix), postgresql.yaml, Dockerfile, entrypoint" \
+	  "  runtime/    Python run in the container before the server (config check, renderer)" \
+	  "  builder/    the build host (python -m builder.build)" \
+	  "  devtools/   token tool (python -m devtools.jwt), dev stack, dev issuer" \
+	  "  bench/      benchmarks (python -m bench.run); targets in docs/benchmarks.md" \
+	  "  tests/      mirrors the packages; tests/support/ is shared test code"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
