@@ -250,9 +250,8 @@ def main(argv=None, env=None):
     except UserError as exc:
         return failed(exc)
     except OSError as exc:
-        print(f"error: cannot write {out}: {exc.strerror} (the directory must be writable by "
-              "the container's user; with --read-only, mount a tmpfs on it)", file=sys.stderr)
-        return 2
+        return failed(UserError(f"cannot write {out}: {exc.strerror} (the directory must be writable "
+                                "by the container's user; with --read-only, mount a tmpfs on it)"))
     return 0
 
 
