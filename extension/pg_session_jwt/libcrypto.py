@@ -112,12 +112,14 @@ def _digest(lib, name):
 
 class Verifier:
     """verify(data, signature) -> bool for one algorithm and one key: an EVP_PKEY_CTX
-    prepared once, a digest per call. `ec_size` is set for ECDSA (r and s widths)."""
+    prepared once, a digest per call. A signature must be `length` bytes; `ec_size` is
+    set for ECDSA (the width of r and of s, converted to DER for OpenSSL)."""
 
-    __slots__ = ("_lib", "_ctx", "_md", "_size", "_out", "_ec_size")
+    __slots__ = ("_lib", "_ctx", "_md", "_size", "_out", "_length", "_ec_size")
 
-    def __init__(self, lib, pkey, digest, ec_size=None, pss=False):
-        self._lib, self._md, self._size, self._ec_size = lib, digest.md, digest.size, ec_size
+    def __init__(self, lib, pkey, digest, length, ec_size=None, pss=False):
+        self._lib, self._md, self._size = lib, digest.md, digest.size
+        self._length, self._ec_size = length, ec_size
         self._out = ctypes.create_string_buffer(digest.size)
         self._ctx = lib.EVP_PKEY_CTX_new(pkey, None)
         if not self._ctx:
@@ -134,10 +136,10 @@ class Verifier:
             raise ValueError("libcrypto cannot verify with this key")
 
     def __call__(self, data, signature):
+        if len(signature) != self._length:
+            return False
         lib = self._lib
         if self._ec_size is not None:
-            if len(signature) != 2 * self._ec_size:
-                return False
             signature = ecdsa_signature(signature, self._ec_size)
         if lib.EVP_Digest(data, len(data), ctypes.addressof(self._out), None, self._md,
                           None) != 1:
@@ -169,20 +171,26 @@ def ec_verifier(crv, x, y, hash_name, size):
         if not valid:
             lib.ERR_clear_error()
             raise ValueError("not a valid EC public key")
-        return Verifier(lib, pkey, _digest(lib, hash_name), ec_size=size)
+        return Verifier(lib, pkey, _digest(lib, hash_name), 2 * size, ec_size=size)
     finally:
         lib.EVP_PKEY_free(pkey)   # each EVP_PKEY_CTX holds its own reference
 
 
 def rsa_verifiers(n, e, algorithms):
     """{alg: Verifier} for the RSA key (n, e) (bytes) and `algorithms` {"RS256": "SHA256"...};
-    None without libcrypto, ValueError when OpenSSL refuses the key."""
+    None without libcrypto, ValueError when OpenSSL refuses the key.
+
+    A signature must be exactly as long as the modulus (RFC 8017 8.1.2 and 8.2.2, step 1):
+    OpenSSL's PSS check alone also accepts one whose leading zero bytes were dropped, a
+    second spelling of the same token."""
     lib = library()
     if lib is None:
         return None
     pkey = _pubkey(lib, rsa_public_key(n, e))
+    length = (int.from_bytes(n, "big").bit_length() + 7) // 8
     try:
-        return {alg: Verifier(lib, pkey, _digest(lib, hash_name), pss=alg.startswith("PS"))
+        return {alg: Verifier(lib, pkey, _digest(lib, hash_name), length,
+                              pss=alg.startswith("PS"))
                 for alg, hash_name in algorithms.items()}
     finally:
         lib.EVP_PKEY_free(pkey)
