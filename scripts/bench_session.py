@@ -26,15 +26,17 @@ RAW_VERIFY = Path(__file__).with_name("bench_raw_verify.py")
 READER = "bench_reader"
 READER_PASSWORD = "bench-reader-password"  # throwaway role inside a throwaway container
 
-# The targets of issue 6 (and issue 3's performance section).
-COLD_ADDED_MS = 30.0        # scenario 1, on the default major
-WARM_RATIO = 2.0            # scenario 2
+# The targets, next to the scenarios they judge.
+COLD_ADDED_MS = 30.0        # scenario 1, on every major, for the algorithms below
+COLD_JUDGED = ("EdDSA", "ES256")
+WARM_RATIO = 1.5            # scenario 2, every major and algorithm: against the same library
 SELECT_FORM_RATIO = 1.05    # scenario 3, (select auth.user_id()) against no RLS
 CALL_FORM_EXTRA_US = 1.0    # scenario 3, auth.user_id() against PostgREST's setting
 
 
 def cold(pg, major, params, keys, judged):
-    """Scenario 1, per algorithm; the target applies only where `judged` (the default major)."""
+    """Scenario 1, per algorithm; the target applies to COLD_JUDGED on every major (`judged`,
+    the default major, is kept for the signature the harness calls)."""
     figures = []
     for alg in ALGORITHMS:
         samples = interleave(cold_runners(pg, keys[alg]), rounds=params.cold_samples, warmup=2)
@@ -42,7 +44,7 @@ def cold(pg, major, params, keys, judged):
             "1 cold backend", major, f"connect+init+session+user_id {alg}", "ms",
             value=median(samples["session"]), baseline=median(samples["select 1"]),
             baseline_label="(connect+select 1)",
-            target=Target("diff_max", COLD_ADDED_MS, "ms") if judged else None,
+            target=Target("diff_max", COLD_ADDED_MS, "ms") if alg in COLD_JUDGED else None,
             samples=samples))
     return figures
 
@@ -113,6 +115,20 @@ def put_files(pg, folder, files):
     pg.container.put_archive("/", buffer.getvalue())
 
 
+RAW_LIBRARY = {"Ed": "libsodium", "ES": "libcrypto", "RS": "libcrypto", "PS": "libcrypto"}
+
+
+def raw_verify_key(key):
+    """The public key as bench_raw_verify.py takes it (hex): the raw 32 bytes for Ed25519,
+    else the DER SubjectPublicKeyInfo."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    public = key.get_op_key("verify")
+    if key.get("kty") == "OKP":
+        return public.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    return public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo).hex()
+
+
 def warm(pg, major, params, keys):
     """Scenario 2, per algorithm."""
     figures = []
@@ -130,7 +146,7 @@ def warm(pg, major, params, keys):
                 cur.executemany(
                     "insert into bench.warm_tokens values (%s, %s, %s, %s)",
                     [(alg, b, s, t) for b, batch in enumerate(batches) for s, t in enumerate(batch)])
-        spec = json.dumps({"jwk": json.loads(jwk), "alg": alg, "batches": batches}).encode()
+        spec = json.dumps({"alg": alg, "key": raw_verify_key(key), "batches": batches}).encode()
         put_files(pg, "/tmp/pgjwt-bench", {"raw_verify.py": RAW_VERIFY.read_bytes(),
                                            "input.json": spec})
         ours, loop, raw = [], [], []
@@ -153,7 +169,7 @@ def warm(pg, major, params, keys):
         figures.append(Figure(
             "2 warm verification", major, f"jwt_session_init {alg}", "us",
             value=median(ours), baseline=median(raw),
-            baseline_label="(cryptography verify)", target=Target("ratio_max", WARM_RATIO),
+            baseline_label=f"({RAW_LIBRARY[alg[:2]]} verify)", target=Target("ratio_max", WARM_RATIO),
             samples={"jwt_session_init": ours, "raw verify": raw, "plpgsql loop": loop},
             notes="per call, server-side; the plpgsql loop's own cost is subtracted"))
     return figures
