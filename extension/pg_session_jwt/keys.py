@@ -164,7 +164,8 @@ def _okp(jwk, where):
     verify = libsodium.verifier(x) or libcrypto.ed25519_verifier(x)
     if verify is None:
         if libcrypto.library() is None:
-            raise _unusable(f"{where} needs libsodium (libsodium.so.23) or {NO_LIBCRYPTO}")
+            raise _unusable(f"{where} needs libsodium (Debian's libsodium23 or libsodium26) "
+                           f"or {NO_LIBCRYPTO}")
         raise ValueError("libcrypto refused the key")
     return dict.fromkeys(OKP_ALGS, verify)
 

@@ -1,4 +1,5 @@
-"""Ed25519 verification through libsodium (Debian's libsodium23), loaded with ctypes.
+"""Ed25519 verification through libsodium (Debian's libsodium23, libsodium26 from forky on),
+loaded with ctypes.
 
 Why libsodium for Ed25519: on the machines measured, OpenSSL 3 takes about 200 us per
 Ed25519 verification (its generic EVP path and portable field arithmetic) and libsodium
@@ -13,24 +14,27 @@ such keys itself, so that both libraries accept exactly the same keys.
 
 import ctypes
 
-SONAME = "libsodium.so.23"
+# Newest first; crypto_sign_verify_detached is the same function in both.
+SONAMES = ("libsodium.so.26", "libsodium.so.23")
 _lib = False  # False: not looked up yet; None: not available
 
 
 def _load():
-    try:
-        lib = ctypes.CDLL(SONAME)
-        lib.sodium_init.argtypes = ()
-        lib.sodium_init.restype = ctypes.c_int
-        verify = lib.crypto_sign_verify_detached
-    except (OSError, AttributeError):
-        return None
-    # 0: initialised now, 1: already initialised; -1: unusable (no entropy source).
-    if lib.sodium_init() < 0:
-        return None
-    verify.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p)
-    verify.restype = ctypes.c_int
-    return lib
+    for name in SONAMES:
+        try:
+            lib = ctypes.CDLL(name)
+            lib.sodium_init.argtypes = ()
+            lib.sodium_init.restype = ctypes.c_int
+            verify = lib.crypto_sign_verify_detached
+        except (OSError, AttributeError):
+            continue
+        # 0: initialised now, 1: already initialised; -1: unusable (no entropy source).
+        if lib.sodium_init() < 0:
+            continue
+        verify.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p)
+        verify.restype = ctypes.c_int
+        return lib
+    return None
 
 
 def library():

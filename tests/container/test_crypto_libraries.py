@@ -1,9 +1,10 @@
 """Signature checks in the image go through C libraries, never `cryptography`: Ed25519
-through libsodium (libsodium23 is installed), ECDSA, RSA and RSA-PSS through the libcrypto
+through libsodium (installed in the image), ECDSA, RSA and RSA-PSS through the libcrypto
 PostgreSQL links. One backend verifies a token of every algorithm, refuses a forgery of
 each, and has imported neither `cryptography` nor jwcrypto."""
 
 import json
+import re
 
 import psycopg
 import pytest
@@ -61,6 +62,6 @@ def test_ed25519_uses_libsodium_and_the_rest_the_servers_libcrypto(pg, signers):
                 for alg in own}
     # None: found among the symbols the server process already holds, not loaded again.
     assert libcrypto.startswith("<CDLL 'None'")
-    assert "libsodium.so.23" in libsodium
+    assert re.search(r"libsodium\.so\.2[36]'", libsodium), libsodium
     assert used.pop("EdDSA") == "pg_session_jwt.libsodium"
     assert set(used.values()) == {"pg_session_jwt.libcrypto"}

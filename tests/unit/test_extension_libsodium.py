@@ -2,7 +2,8 @@
 and where libsodium is stricter than OpenSSL (small-order points, non-canonical encodings)
 the tests below say so — and keys.py refuses such keys whichever library verifies.
 
-libsodium23 must be installed (.ci/run installs it): these tests fail, not skip, without it.
+libsodium must be installed (libsodium23, or libsodium26 from forky on; .ci/run installs
+it): these tests fail, not skip, without it.
 """
 
 import hashlib
@@ -27,7 +28,8 @@ IDENTITY_NON_CANONICAL = (P + 1).to_bytes(32, "little")
 @pytest.fixture(scope="module")
 def sodium():
     if libsodium.library() is None:
-        pytest.fail("libsodium.so.23 not found: install libsodium23 (.ci/run does)")
+        pytest.fail("libsodium not found: install libsodium23 (libsodium26 from forky on); "
+                    ".ci/run does")
 
 
 @pytest.fixture(scope="module")
