@@ -84,17 +84,18 @@ def guarded(scenario, major, run, announce=True):
         return [Figure(SCENARIO_TITLES[scenario], major, "(did not run)", "", error=message)]
 
 
-def bench_major(client, entry, mx, params, only, keys, log_dir):
-    """All scenarios of one major; the container for 1-4 is shared and always removed."""
+def bench_major(client, entry, mx, params, only, keys, log_dir, repo=matrix.DEFAULT_REPO):
+    """All scenarios of one major; the container for 1-4 is shared and always removed.
+    `repo` names the images of scenarios 1-4 (an engineer's own build, `--image-repo`)."""
     judged = entry.major == mx.default.major
     figures = []
-    ensure_image(client, entry.tag())
+    ensure_image(client, entry.tag(repo))
     wanted = [s for s in ("cold", "warm", "rows", "pgbench")
               if s in only and (judged or s != "pgbench")]
     if wanted:
         figures += guarded(wanted[0], entry.major,
                            lambda: run_in_container(client, entry, params, wanted, keys, judged,
-                                                    log_dir),
+                                                    log_dir, repo),
                            announce=False)
     if "images" in only:
         figures += guarded("images", entry.major, lambda: bench_images.run(
@@ -102,14 +103,15 @@ def bench_major(client, entry, mx, params, only, keys, log_dir):
     return figures
 
 
-def run_in_container(client, entry, params, wanted, keys, judged, log_dir):
+def run_in_container(client, entry, params, wanted, keys, judged, log_dir,
+                     repo=matrix.DEFAULT_REPO):
     """Scenarios 1-4 on one container of `entry`'s image, always removed afterwards."""
     figures = []
-    pg = containers.start(client, entry.tag())
+    pg = containers.start(client, entry.tag(repo))
     try:
         if "cold" in wanted:
             figures += guarded("cold", entry.major, lambda: bench_session.cold(
-                pg, entry.major, params, keys, judged))
+                pg, entry.major, params, keys))
         if "warm" in wanted:
             figures += guarded("warm", entry.major, lambda: bench_session.warm(
                 pg, entry.major, params, keys))
@@ -160,6 +162,9 @@ def main(argv=None):
                         metavar="SCENARIO", help=f"scenarios to run: {', '.join(SCENARIOS)}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="folder for the JSON and PNG (default bench-results/)")
+    parser.add_argument("--image-repo", default=matrix.DEFAULT_REPO,
+                        help="repository of the images measured in scenarios 1-4 "
+                             f"(default {matrix.DEFAULT_REPO})")
     args = parser.parse_args(argv)
     params = QUICK if args.quick else FULL
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -173,7 +178,8 @@ def main(argv=None):
         keys = {alg: generate_key(alg) for alg in bench_session.ALGORITHMS}
         figures = []
         for entry in entries:
-            figures += bench_major(client, entry, mx, params, args.only, keys, args.out / "logs")
+            figures += bench_major(client, entry, mx, params, args.only, keys, args.out / "logs",
+                                   args.image_repo)
     except UserError as exc:
         return failed(exc)
     meta = {"started": started, "quick": args.quick, "majors": [e.major for e in entries],

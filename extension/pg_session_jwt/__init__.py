@@ -5,13 +5,15 @@ The SQL functions of the extension (extension/sql/) are thin PL/Python wrappers 
 
     errors   the one exception type, carrying a SQLSTATE
     encoding strict base64url and strict JSON
-    keys     JWK / JWKS parsing into verifiers (cryptography only, imported per key type)
+    keys     JWK / JWKS parsing into verifiers
+    der      the DER bytes OpenSSL reads: public keys, ECDSA signatures
+    libcrypto / libsodium   signature checks in the server's C libraries, through ctypes
     token    compact JWS parsing, header checks, signature verification
     claims   jti / nbf / exp / aud / iss checks
     session  per-backend state: captured settings, parsed key, verified-claims cache
     pl       the glue called from SQL; the only module that talks to plpy
 
-This package never imports jwcrypto: signatures are verified with `cryptography`
-directly, so jwcrypto's own parsing (and its CVEs) is not reachable from SQL, and a new
-backend does not pay jwcrypto's import time.
+This package never imports jwcrypto or `cryptography`: signatures are verified by
+OpenSSL's libcrypto (which PostgreSQL links) and libsodium directly, so jwcrypto's own
+parsing (and its CVEs) is not reachable from SQL, and a new backend pays neither import.
 """

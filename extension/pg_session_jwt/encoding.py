@@ -10,13 +10,14 @@ so without a bound of our own one token would be refused on one major and accept
 another. Both functions raise ValueError with a short reason that never quotes the input.
 """
 
-import base64
-import json
-import re
+import _json
+import binascii
 
 _INFINITY = float("inf")
 MAX_DEPTH = 64
-_STRUCTURAL = re.compile(r'[\[\]{}"\\]')
+_WHITESPACE = " \t\n\r"   # JSON's, RFC 8259 section 2
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def b64url_decode(text):
@@ -27,12 +28,12 @@ def b64url_decode(text):
         except UnicodeEncodeError:
             raise ValueError("not base64url") from None
     try:
-        data = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
-    except ValueError:
+        data = binascii.a2b_base64(text.translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4))
+    except binascii.Error:
         raise ValueError("not base64url") from None
-    # urlsafe_b64decode skips characters outside the alphabet and ignores trailing bits;
+    # a2b_base64 skips characters outside the alphabet and ignores trailing bits;
     # encoding back and comparing refuses every spelling but the one canonical form.
-    if base64.urlsafe_b64encode(data).rstrip(b"=") != text:
+    if binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_URLSAFE) != text:
         raise ValueError("not canonical unpadded base64url")
     return data
 
@@ -55,18 +56,35 @@ def _float(text):
     return value
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant, parse_float=_float)
+class _Context:
+    """What the C scanner reads from a json.JSONDecoder; using `_json` directly keeps `json`
+    and, through it, `re`, `enum` and friends (about 5 ms, 12 ms on a busy host) out of a
+    new backend. JSON's own messages are kept: json.decoder is imported on a syntax error."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = staticmethod(_object)
+    parse_float = staticmethod(_float)
+    parse_int = int
+    parse_constant = staticmethod(_constant)
+    memo = None
+
+
+_scan = _json.make_scanner(_Context())
 
 
 def _deeper_than(text, limit):
     """Whether `text` opens more than `limit` arrays/objects at once (strings skipped).
 
     Linear in the number of brackets, quotes and backslashes; the decoder remains the judge
-    of everything else. Texts with fewer opening brackets than the limit are not scanned."""
+    of everything else. Texts with fewer opening brackets than the limit are not scanned,
+    so `re` is imported only for the rare text that has more."""
     if text.count("[") + text.count("{") <= limit:
         return False
+    import re
+
     depth, in_string, escaped = 0, False, -1
-    for match in _STRUCTURAL.finditer(text):
+    for match in re.finditer(r'[\[\]{}"\\]', text):
         pos, char = match.start(), match.group()
         if pos == escaped:
             continue
@@ -92,10 +110,41 @@ def json_loads(data):
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         if _deeper_than(text, MAX_DEPTH):
             raise ValueError(f"JSON nested too deeply (more than {MAX_DEPTH} levels)")
-        return _DECODER.decode(text)
+        start = len(text) - len(text.lstrip(_WHITESPACE))
+        try:
+            value, end = _scan(text, start)
+        except StopIteration as stop:
+            raise ValueError(f"Expecting value at character {stop.value}") from None
+        end = len(text) - len(text[end:].lstrip(_WHITESPACE))
+        if end != len(text):
+            raise ValueError(f"Extra data at character {end}")
+        return value
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     except UnicodeDecodeError:
         raise ValueError("not UTF-8") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:
+        if not hasattr(exc, "pos"):   # ours, or int()'s digit limit: already a reason
+            raise
         raise ValueError(f"{exc.msg} at character {exc.pos}") from None
+
+
+def json_dumps(value):
+    """`json.dumps(value)` for what json_loads returns (dict, list, str, int, float, bool,
+    None; no NaN or infinity), without importing `json` (see _Context)."""
+    if isinstance(value, str):
+        return _json.encode_basestring_ascii(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_json.encode_basestring_ascii(str(k))}: {json_dumps(v)}"
+                               for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(json_dumps, value)) + "]"
+    raise TypeError(f"{type(value).__name__} is not JSON")

@@ -1,29 +1,42 @@
 """Parse pg_session_jwt.jwk — one JWK or a JWKS `{"keys": [...]}` — into verifiers.
 
 Only asymmetric public keys are accepted: the setting is readable by every user, so a
-symmetric (`oct`) key or a private key there would let anyone mint tokens. Each key
-is parsed once per backend and imports only what its type needs: Ed25519 goes through
-the server's own libcrypto (libcrypto.py), EC and RSA through the matching `cryptography`
-module, so a new connection does not pay for RSA when the issuer signs with Ed25519.
+symmetric (`oct`) key or a private key there would let anyone mint tokens. Each key is
+parsed once per backend into verifiers over C libraries the server can load with ctypes:
+Ed25519 through libsodium (libsodium.py), or libcrypto where libsodium is missing; EC and
+RSA through the server's own OpenSSL 3 libcrypto (libcrypto.py). Nothing here imports
+`cryptography`, whose import alone would cost a new connection more than its whole budget.
+A key whose library cannot be loaded is refused with a message saying what to install.
 
 A key's `alg` member, when present, narrows what it verifies to that one algorithm;
 `use` must be "sig" and `key_ops` must include "verify" when present.
 """
 
-from . import libcrypto
+from . import libcrypto, libsodium
 from .encoding import b64url_decode, json_loads
 from .errors import CHECK_VIOLATION, DATATYPE_MISMATCH, JwtError
 
 # JWS algorithms this extension verifies, by key type (RFC 7518, RFC 8037).
-EC_CURVES = {"P-256": ("ES256", 32, "SECP256R1", "SHA256"),
-             "P-384": ("ES384", 48, "SECP384R1", "SHA384"),
-             "P-521": ("ES512", 66, "SECP521R1", "SHA512")}
+EC_CURVES = {"P-256": ("ES256", 32, "SHA256"),
+             "P-384": ("ES384", 48, "SHA384"),
+             "P-521": ("ES512", 66, "SHA512")}
 RSA_ALGS = {"RS256": "SHA256", "RS384": "SHA384", "RS512": "SHA512",
             "PS256": "SHA256", "PS384": "SHA384", "PS512": "SHA512"}
 OKP_ALGS = ("EdDSA", "Ed25519")
 ALGORITHMS = frozenset(OKP_ALGS) | {v[0] for v in EC_CURVES.values()} | set(RSA_ALGS)
 MIN_RSA_BITS = 2048
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth")
+
+# Ed25519 (RFC 8032): the field prime, and the y coordinates (mod p) of the eight points of
+# small order, whose keys verify forged signatures under a cofactorless check like
+# OpenSSL's: for the identity, R = [S]B passes for every message. Checked in the unit tests.
+ED25519_P = 2**255 - 19
+ED25519_SMALL_ORDER_Y = frozenset((
+    0, 1, ED25519_P - 1,
+    0x05fc536d880238b13933c6d305acdfd5f098eff289f4c345b027b2c28f95e826,
+    0x7a03ac9277fdc74ec6cc392cfa53202a0f67100d760b3cba4fd84d3d706a17c7))
+NO_LIBCRYPTO = ("OpenSSL 3's libcrypto (libcrypto.so.3) could not be loaded; install the "
+                "image's libssl3 package, which PostgreSQL itself needs")
 
 
 def _unusable(reason):
@@ -115,7 +128,7 @@ def _key(jwk, where):
         else:
             raise _unusable(f"{where} has kty {kty!r}: use an OKP (Ed25519), EC or RSA public key")
     except ValueError:
-        # cryptography refuses points off the curve, bad exponents and the like.
+        # libcrypto refuses points off the curve, _rsa bad exponents and the like.
         raise _unusable(f"{where} is not a valid {kty} public key") from None
     alg = jwk.get("alg")
     if alg is not None:
@@ -142,88 +155,46 @@ def _okp(jwk, where):
     x = _member(jwk, "x", where)
     if len(x) != 32:
         raise _unusable(f"{where}: an Ed25519 \"x\" is 32 bytes")
-    verify = libcrypto.verifier(x)
+    y = int.from_bytes(x, "little") & ((1 << 255) - 1)
+    if y >= ED25519_P:
+        raise _unusable(f"{where}: its Ed25519 \"x\" is not canonically encoded (y >= 2^255-19)")
+    if y in ED25519_SMALL_ORDER_Y:
+        raise _unusable(f"{where}: its Ed25519 \"x\" is a point of small order, which would "
+                        "accept forged signatures; configure the issuer's real public key")
+    verify = libsodium.verifier(x) or libcrypto.ed25519_verifier(x)
     if verify is None:
-        verify = _okp_cryptography(x)
+        if libcrypto.library() is None:
+            raise _unusable(f"{where} needs libsodium (Debian's libsodium23 or libsodium26) "
+                           f"or {NO_LIBCRYPTO}")
+        raise ValueError("libcrypto refused the key")
     return dict.fromkeys(OKP_ALGS, verify)
-
-
-def _okp_cryptography(x):
-    """Ed25519 through `cryptography`, where libcrypto.verifier() is not available."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    public = Ed25519PublicKey.from_public_bytes(x)
-
-    def verify(data, signature):
-        try:
-            public.verify(signature, data)
-        except InvalidSignature:
-            return False
-        return True
-
-    return verify
 
 
 def _ec(jwk, where):
     crv = jwk.get("crv")
     if crv not in EC_CURVES:
         raise _unusable(f"{where}: EC keys must have crv P-256, P-384 or P-521")
-    alg, size, curve, hash_name = EC_CURVES[crv]
+    alg, size, hash_name = EC_CURVES[crv]
     x, y = _member(jwk, "x", where), _member(jwk, "y", where)
     if len(x) != size or len(y) != size:
         raise _unusable(f"{where}: {crv} coordinates are {size} bytes each")
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
-    public = ec.EllipticCurvePublicKey.from_encoded_point(getattr(ec, curve)(), b"\x04" + x + y)
-    ecdsa = ec.ECDSA(getattr(hashes, hash_name)())
-
-    def verify(data, signature):
-        # JWS carries r || s, fixed width (RFC 7518 3.4); cryptography wants DER.
-        if len(signature) != 2 * size:
-            return False
-        der = encode_dss_signature(int.from_bytes(signature[:size], "big"),
-                                   int.from_bytes(signature[size:], "big"))
-        try:
-            public.verify(der, data, ecdsa)
-        except InvalidSignature:
-            return False
-        return True
-
+    verify = libcrypto.ec_verifier(crv, x, y, hash_name, size)
+    if verify is None:
+        raise _unusable(f"{where} needs {NO_LIBCRYPTO}")
     return {alg: verify}
 
 
 def _rsa(jwk, where):
-    n = int.from_bytes(_member(jwk, "n", where), "big")
-    e = int.from_bytes(_member(jwk, "e", where), "big")
+    n_bytes, e_bytes = _member(jwk, "n", where), _member(jwk, "e", where)
+    n, e = int.from_bytes(n_bytes, "big"), int.from_bytes(e_bytes, "big")
     if n.bit_length() < MIN_RSA_BITS:
         raise _unusable(f"{where}: RSA keys need at least {MIN_RSA_BITS} bits "
                         f"(this one has {n.bit_length()})")
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-    public = rsa.RSAPublicNumbers(e, n).public_key()
-
-    def verifier(pad, hash_algorithm):
-        def verify(data, signature):
-            try:
-                public.verify(signature, data, pad, hash_algorithm)
-            except InvalidSignature:
-                return False
-            return True
-        return verify
-
-    verifiers = {}
-    for alg, hash_name in RSA_ALGS.items():
-        hash_algorithm = getattr(hashes, hash_name)()
-        if alg.startswith("PS"):
-            # RFC 7518 3.5: the salt is as long as the hash output.
-            pad = padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=hash_algorithm.digest_size)
-        else:
-            pad = padding.PKCS1v15()
-        verifiers[alg] = verifier(pad, hash_algorithm)
+    if e < 3 or e >= n or not e & 1:
+        # The bounds `cryptography` enforces; OpenSSL would take some of these and no
+        # real key has them.
+        raise ValueError("bad RSA exponent")
+    verifiers = libcrypto.rsa_verifiers(n_bytes, e_bytes, RSA_ALGS)
+    if verifiers is None:
+        raise _unusable(f"{where} needs {NO_LIBCRYPTO}")
     return verifiers

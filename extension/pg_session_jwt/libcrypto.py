@@ -1,45 +1,67 @@
-"""Ed25519 verification through the OpenSSL libcrypto that the server process already holds.
+"""ECDSA, RSA (PKCS#1 v1.5 and PSS) and Ed25519 verification through the server's libcrypto.
 
-Why not `cryptography` here: in a new backend, importing its Rust bindings costs about
-15 ms (more on a busy host), half of the cold-path budget of a connection. PostgreSQL is
-linked against libcrypto, so EVP_DigestVerify is already in memory and costs only the
-import of ctypes. Only Ed25519 goes this way — a fixed 32-byte key and one call, nothing
-to encode — while EC and RSA keys use `cryptography`. `verifier()` returns None where no
-libcrypto 1.1.1+ can be found, and keys.py then uses `cryptography` for Ed25519 too.
+Why not `cryptography`: in a new backend, importing its Rust bindings costs 15-18 ms
+(more on a busy host), half of a connection's cold-path budget, and then its EC or RSA
+modules more. PostgreSQL links OpenSSL's libcrypto, so its verification code is already in
+memory and costs only the import of ctypes. OpenSSL 3 is required (bookworm ships 3.0,
+trixie and forky later 3.x): the EVP_PKEY_CTX_set_* setters used here are functions there,
+macros before. Without it `library()` is None and keys.py refuses EC and RSA keys.
 
-OpenSSL rejects non-canonical signatures (S >= L), as RFC 8032 requires; a failed check
-leaves errors on OpenSSL's per-thread queue, which is cleared so that the server's own TLS
-code never reads them as its own.
+A key is built once from DER assembled by der.py, with one EVP_PKEY_CTX per algorithm
+prepared for verification; a signature then costs two calls: EVP_Digest of the signing
+input and EVP_PKEY_verify of that digest, the same pair `cryptography` makes. Ed25519
+has no separate digest and goes through EVP_DigestVerify (used where libsodium is not
+loadable, see libsodium.py). Every failed call leaves errors on OpenSSL's per-thread
+queue; they are cleared at once so that the server's own TLS code never reads them.
 """
 
 import ctypes
-import weakref
 
-NID_ED25519 = 1087  # fixed in OpenSSL's obj_mac.h since 1.1.1
-_LIBRARIES = (None, "libcrypto.so.3", "libcrypto.so.1.1")  # None: the running process
+from .der import ec_public_key, ecdsa_signature, rsa_public_key
+
+NID_ED25519 = 1087              # obj_mac.h, fixed since 1.1.1
+RSA_PKCS1_PSS_PADDING = 6       # rsa.h
+_OPENSSL_3 = 0x30000000
+_LIBRARIES = (None, "libcrypto.so.3")  # None: the running process (postgres links it)
 _lib = False  # False: not looked up yet; None: not available
+
+_p, _int, _size = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+_PROTOTYPES = {
+    "ERR_clear_error": (None, ()),
+    "d2i_PUBKEY": (_p, (_p, ctypes.POINTER(_p), ctypes.c_long)),
+    "EVP_PKEY_new_raw_public_key": (_p, (_int, _p, ctypes.c_char_p, _size)),
+    "EVP_PKEY_free": (None, (_p,)),
+    "EVP_PKEY_CTX_new": (_p, (_p, _p)),
+    "EVP_PKEY_CTX_free": (None, (_p,)),
+    "EVP_PKEY_public_check": (_int, (_p,)),
+    "EVP_PKEY_verify_init": (_int, (_p,)),
+    "EVP_PKEY_CTX_set_signature_md": (_int, (_p, _p)),
+    "EVP_PKEY_CTX_set_rsa_padding": (_int, (_p, _int)),
+    "EVP_PKEY_CTX_set_rsa_pss_saltlen": (_int, (_p, _int)),
+    "EVP_PKEY_CTX_set_rsa_mgf1_md": (_int, (_p, _p)),
+    "EVP_PKEY_verify": (_int, (_p, ctypes.c_char_p, _size, ctypes.c_char_p, _size)),
+    "EVP_MD_fetch": (_p, (_p, ctypes.c_char_p, ctypes.c_char_p)),
+    "EVP_MD_get_size": (_int, (_p,)),
+    "EVP_Digest": (_int, (ctypes.c_char_p, _size, _p, _p, _p, _p)),
+    "EVP_MD_CTX_new": (_p, ()),
+    "EVP_MD_CTX_free": (None, (_p,)),
+    "EVP_DigestVerifyInit": (_int, (_p, _p, _p, _p, _p)),
+    "EVP_DigestVerify": (_int, (_p, ctypes.c_char_p, _size, ctypes.c_char_p, _size)),
+}
 
 
 def _load():
-    """libcrypto with the six functions typed, or None."""
-    p, size = ctypes.c_void_p, ctypes.c_size_t
+    """libcrypto 3 with the functions above typed, or None."""
     for name in _LIBRARIES:
         try:
             lib = ctypes.CDLL(name)
-            lib.EVP_PKEY_new_raw_public_key.argtypes = (ctypes.c_int, p, ctypes.c_char_p, size)
-            lib.EVP_PKEY_new_raw_public_key.restype = p
-            lib.EVP_PKEY_free.argtypes = (p,)
-            lib.EVP_PKEY_free.restype = None
-            lib.EVP_MD_CTX_new.argtypes = ()
-            lib.EVP_MD_CTX_new.restype = p
-            lib.EVP_MD_CTX_free.argtypes = (p,)
-            lib.EVP_MD_CTX_free.restype = None
-            lib.EVP_DigestVerifyInit.argtypes = (p, p, p, p, p)
-            lib.EVP_DigestVerifyInit.restype = ctypes.c_int
-            lib.EVP_DigestVerify.argtypes = (p, ctypes.c_char_p, size, ctypes.c_char_p, size)
-            lib.EVP_DigestVerify.restype = ctypes.c_int
-            lib.ERR_clear_error.argtypes = ()
-            lib.ERR_clear_error.restype = None
+            version = lib.OpenSSL_version_num
+            version.restype = ctypes.c_ulong
+            if version() < _OPENSSL_3:
+                continue
+            for function, (restype, argtypes) in _PROTOTYPES.items():
+                symbol = getattr(lib, function)
+                symbol.restype, symbol.argtypes = restype, argtypes
         except (OSError, AttributeError):
             continue
         return lib
@@ -54,25 +76,143 @@ def library():
     return _lib
 
 
-def verifier(public_key):
-    """A function (data, signature) -> bool checking Ed25519 signatures by the 32-byte
-    `public_key`, or None when libcrypto is unavailable or refuses the key."""
+def _pubkey(lib, der):
+    """The EVP_PKEY of a DER SubjectPublicKeyInfo; ValueError when OpenSSL refuses it."""
+    buffer = ctypes.create_string_buffer(der, len(der))
+    cursor = _p(ctypes.addressof(buffer))
+    pkey = lib.d2i_PUBKEY(None, ctypes.byref(cursor), len(der))
+    if not pkey:
+        lib.ERR_clear_error()
+        raise ValueError("libcrypto refused the public key")
+    return pkey
+
+
+class _Digest:
+    """One hash function fetched once: EVP_MD pointer and output size."""
+
+    __slots__ = ("md", "size")
+
+    def __init__(self, lib, name):
+        self.md = lib.EVP_MD_fetch(None, name.encode("ascii"), None)
+        if not self.md:
+            lib.ERR_clear_error()
+            raise ValueError(f"libcrypto has no {name}")
+        self.size = lib.EVP_MD_get_size(self.md)
+
+
+_digests = {}
+
+
+def _digest(lib, name):
+    # Fetched once per process and never freed: three small objects, shared by all keys.
+    if name not in _digests:
+        _digests[name] = _Digest(lib, name)
+    return _digests[name]
+
+
+class Verifier:
+    """verify(data, signature) -> bool for one algorithm and one key: an EVP_PKEY_CTX
+    prepared once, a digest per call. A signature must be `length` bytes; `ec_size` is
+    set for ECDSA (the width of r and of s, converted to DER for OpenSSL)."""
+
+    __slots__ = ("_lib", "_ctx", "_md", "_size", "_out", "_length", "_ec_size")
+
+    def __init__(self, lib, pkey, digest, length, ec_size=None, pss=False):
+        self._lib, self._md, self._size = lib, digest.md, digest.size
+        self._length, self._ec_size = length, ec_size
+        self._out = ctypes.create_string_buffer(digest.size)
+        self._ctx = lib.EVP_PKEY_CTX_new(pkey, None)
+        if not self._ctx:
+            raise MemoryError("EVP_PKEY_CTX_new failed")
+        ok = (lib.EVP_PKEY_verify_init(self._ctx) == 1
+              and lib.EVP_PKEY_CTX_set_signature_md(self._ctx, digest.md) == 1)
+        if ok and pss:
+            # RFC 7518 3.5: MGF1 with the signature's hash, salt as long as the hash.
+            ok = (lib.EVP_PKEY_CTX_set_rsa_padding(self._ctx, RSA_PKCS1_PSS_PADDING) == 1
+                  and lib.EVP_PKEY_CTX_set_rsa_mgf1_md(self._ctx, digest.md) == 1
+                  and lib.EVP_PKEY_CTX_set_rsa_pss_saltlen(self._ctx, digest.size) == 1)
+        if not ok:
+            lib.ERR_clear_error()
+            raise ValueError("libcrypto cannot verify with this key")
+
+    def __call__(self, data, signature):
+        if len(signature) != self._length:
+            return False
+        lib = self._lib
+        if self._ec_size is not None:
+            signature = ecdsa_signature(signature, self._ec_size)
+        if lib.EVP_Digest(data, len(data), ctypes.addressof(self._out), None, self._md,
+                          None) != 1:
+            lib.ERR_clear_error()
+            raise MemoryError("EVP_Digest failed")
+        if lib.EVP_PKEY_verify(self._ctx, signature, len(signature), self._out, self._size) == 1:
+            return True
+        lib.ERR_clear_error()
+        return False
+
+    def __del__(self):
+        if self._ctx:
+            self._lib.EVP_PKEY_CTX_free(self._ctx)
+            self._ctx = None
+
+
+def ec_verifier(crv, x, y, hash_name, size):
+    """The ECDSA Verifier of the point (x, y) on `crv` ("P-256"...); None without libcrypto,
+    ValueError when the point is not a valid public key of that curve."""
     lib = library()
     if lib is None:
         return None
-    pkey = lib.EVP_PKEY_new_raw_public_key(NID_ED25519, None, public_key, len(public_key))
-    if not pkey:
-        lib.ERR_clear_error()
-        return None
+    pkey = _pubkey(lib, ec_public_key(crv, x, y))
+    try:
+        # d2i_PUBKEY already refuses points off the curve; the check makes it explicit.
+        check = lib.EVP_PKEY_CTX_new(pkey, None)
+        valid = check and lib.EVP_PKEY_public_check(check) == 1
+        lib.EVP_PKEY_CTX_free(check)
+        if not valid:
+            lib.ERR_clear_error()
+            raise ValueError("not a valid EC public key")
+        return Verifier(lib, pkey, _digest(lib, hash_name), 2 * size, ec_size=size)
+    finally:
+        lib.EVP_PKEY_free(pkey)   # each EVP_PKEY_CTX holds its own reference
 
-    def verify(data, signature):
+
+def rsa_verifiers(n, e, algorithms):
+    """{alg: Verifier} for the RSA key (n, e) (bytes) and `algorithms` {"RS256": "SHA256"...};
+    None without libcrypto, ValueError when OpenSSL refuses the key.
+
+    A signature must be exactly as long as the modulus (RFC 8017 8.1.2 and 8.2.2, step 1):
+    OpenSSL's PSS check alone also accepts one whose leading zero bytes were dropped, a
+    second spelling of the same token."""
+    lib = library()
+    if lib is None:
+        return None
+    pkey = _pubkey(lib, rsa_public_key(n, e))
+    length = (int.from_bytes(n, "big").bit_length() + 7) // 8
+    try:
+        return {alg: Verifier(lib, pkey, _digest(lib, hash_name), length,
+                              pss=alg.startswith("PS"))
+                for alg, hash_name in algorithms.items()}
+    finally:
+        lib.EVP_PKEY_free(pkey)
+
+
+class Ed25519Verifier:
+    """verify(data, signature) -> bool for one Ed25519 key, through EVP_DigestVerify."""
+
+    __slots__ = ("_lib", "_pkey")
+
+    def __init__(self, lib, pkey):
+        self._lib, self._pkey = lib, pkey
+
+    def __call__(self, data, signature):
         if len(signature) != 64:
             return False
+        lib = self._lib
         ctx = lib.EVP_MD_CTX_new()
         if not ctx:
             raise MemoryError("EVP_MD_CTX_new failed")
         try:
-            ok = (lib.EVP_DigestVerifyInit(ctx, None, None, None, pkey) == 1
+            ok = (lib.EVP_DigestVerifyInit(ctx, None, None, None, self._pkey) == 1
                   and lib.EVP_DigestVerify(ctx, signature, 64, data, len(data)) == 1)
         finally:
             lib.EVP_MD_CTX_free(ctx)
@@ -80,5 +220,20 @@ def verifier(public_key):
             lib.ERR_clear_error()
         return ok
 
-    weakref.finalize(verify, lib.EVP_PKEY_free, pkey)
-    return verify
+    def __del__(self):
+        if self._pkey:
+            self._lib.EVP_PKEY_free(self._pkey)
+            self._pkey = None
+
+
+def ed25519_verifier(public_key):
+    """The Ed25519 verifier of the 32-byte `public_key`, or None when libcrypto is
+    unavailable or refuses the key."""
+    lib = library()
+    if lib is None:
+        return None
+    pkey = lib.EVP_PKEY_new_raw_public_key(NID_ED25519, None, public_key, len(public_key))
+    if not pkey:
+        lib.ERR_clear_error()
+        return None
+    return Ed25519Verifier(lib, pkey)

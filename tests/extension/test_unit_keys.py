@@ -83,6 +83,15 @@ def test_ec_point_off_the_curve_is_refused(signing_keys):
     assert "not a valid EC public key" in refused(json.dumps(key))
 
 
+@pytest.mark.parametrize("changes, phrase", [
+    ({"x": "AAAA"}, "bytes each"),
+    ({"crv": "P-192"}, "P-256, P-384 or P-521"),
+    ({"y": None}, '"y"'),
+])
+def test_unusable_ec_key_members(signing_keys, changes, phrase):
+    assert phrase in refused(json.dumps(public(signing_keys["ES256"], **changes)))
+
+
 def test_ec_key_alg_must_match_its_curve(signing_keys):
     assert "cannot verify" in refused(json.dumps(public(signing_keys["ES256"], alg="ES384")))
 
