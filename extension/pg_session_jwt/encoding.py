@@ -7,7 +7,10 @@ NaN/Infinity or numbers that overflow to infinity are all refused, and so is nes
 deeper than MAX_DEPTH: the interpreter's own recursion limit differs between the Python
 of each image (3.11 stops near 1,000 levels, 3.13 parses 5,000, 3.14 counts stack bytes),
 so without a bound of our own one token would be refused on one major and accepted on
-another. Both functions raise ValueError with a short reason that never quotes the input.
+another. Strings that PostgreSQL's text and jsonb cannot hold (\\u0000, a lone UTF-16
+surrogate; both reachable only through \\u escapes) are refused too, so that a token is
+refused when it is verified rather than breaking a getter later. Both functions raise
+ValueError with a short reason that never quotes the input.
 """
 
 import base64
@@ -17,6 +20,7 @@ import re
 _INFINITY = float("inf")
 MAX_DEPTH = 64
 _STRUCTURAL = re.compile(r'[\[\]{}"\\]')
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def b64url_decode(text):
@@ -92,10 +96,31 @@ def json_loads(data):
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         if _deeper_than(text, MAX_DEPTH):
             raise ValueError(f"JSON nested too deeply (more than {MAX_DEPTH} levels)")
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
+        if "\\u" in text and _has_unstorable(value):
+            raise ValueError("a string holds \\u0000 or a lone surrogate, which PostgreSQL "
+                             "text cannot store")
+        return value
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     except UnicodeDecodeError:
         raise ValueError("not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{exc.msg} at character {exc.pos}") from None
+
+
+def _has_unstorable(value):
+    """Whether any string (member name or value) in the decoded `value` holds NUL or a lone
+    surrogate. Iterative: the depth is already bounded, but no recursion is needed."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False

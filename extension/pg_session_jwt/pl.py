@@ -3,7 +3,8 @@
 Each SQL function body caches one function of this module in its SD and calls it with
 `plpy` and its arguments. The getters receive `pg_session_jwt.jwt` and
 `request.jwt.claims` as arguments (read by an inlined SQL wrapper), so a cache hit —
-the common case, once per row — is a string comparison and an expiry check, with no
+the common case, once per row — is a string comparison and an expiry check (plus, for a
+transaction-scoped session, one call of the server's transaction start time), with no
 SPI call. A JwtError becomes an ERROR with its SQLSTATE: returned as [sqlstate, message]
 to PL/pgSQL by init_check() and check() (a clean ERROR), raised with plpy.error() by the
 getters (PL/Python then adds "plpy.Error: " and a traceback as CONTEXT).
@@ -59,19 +60,48 @@ def in_parallel_mode():
     return function()
 
 
+def _server_function(name, restype):
+    """A function of the postgres binary itself, or None outside a server (unit tests)."""
+    import ctypes
+
+    function = getattr(ctypes.CDLL(None), name, None)
+    if function is not None:
+        function.restype = restype
+        function.argtypes = []
+    return function
+
+
+def transaction_stamp():
+    """The current transaction's start time in microseconds (GetCurrentTransactionStartTimestamp),
+    which tells one transaction of this backend from the next: what binds a
+    transaction-scoped handle to its transaction. Outside a server: 0."""
+    global _stamp
+    if _stamp is None:
+        import ctypes
+
+        _stamp = _server_function("GetCurrentTransactionStartTimestamp", ctypes.c_int64) \
+            or (lambda: 0)
+    return _stamp()
+
+
+_stamp = None
+
+
 def _error(plpy, exc):
     plpy.error(exc.message, sqlstate=exc.sqlstate)
 
 
 def _lookup(plpy, jwt, request_claims):
     current = state.current
-    if current is not None and jwt == current.token:
-        current.check_expiry(time())
-        return current
+    if current is not None and jwt == current.key and (
+            current.xact is None or current.xact == transaction_stamp()):
+        session = current.session
+        session.check_expiry(time())
+        return session
     if not jwt and not request_claims:
         return None
     capture(plpy)
-    return state.lookup(jwt, request_claims, time(), plpy.log)
+    return state.lookup(jwt, request_claims, time(), transaction_stamp, plpy.log)
 
 
 def _find(plpy, jwt, request_claims):
@@ -94,8 +124,9 @@ def init_check(plpy):
 
 
 def check(plpy, jwt):
-    """auth._check() (0.2.0): None when `jwt` verifies (it is then the verified token), or
-    [sqlstate, message] for auth.jwt_session_init() to raise from PL/pgSQL.
+    """auth._check() (0.2.0, kept for databases not yet updated): None when `jwt` verifies
+    (it is then the verified token), or [sqlstate, message] for auth.jwt_session_init() to
+    raise from PL/pgSQL.
 
     Raising from PL/pgSQL gives a clean ERROR: raised from PL/Python, the message would
     read "plpy.Error: ..." and carry a Python traceback as its CONTEXT."""
@@ -105,6 +136,17 @@ def check(plpy, jwt):
     except JwtError as exc:
         return [exc.sqlstate, exc.message]
     return None
+
+
+def start(plpy, jwt, local):
+    """auth._start() (0.3.0): verify `jwt` and return [NULL, handle] for
+    auth.jwt_session_init() to store in pg_session_jwt.jwt, or [sqlstate, message] for it
+    to raise. The handle, not the token, is what SQL can read afterwards."""
+    try:
+        capture(plpy, parallel_possible=False)
+        return [None, state.start(jwt, local, time(), transaction_stamp, plpy.log)]
+    except JwtError as exc:
+        return [exc.sqlstate, exc.message]
 
 
 def init(plpy):
