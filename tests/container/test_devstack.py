@@ -148,11 +148,12 @@ def test_printed_connection_strings_and_pgoptions_are_true(stack):
     assert f"pooler: {stack.settings.url('pooler')}" in text
     jwk = devstack.fetch_jwk(stack.settings)
     assert f"PGOPTIONS={pgoptions_value(jwk)}" in text.replace("'", "")
-    # the commented-out PGOPTIONS works for a direct connection ...
+    # the commented-out PGOPTIONS works for a direct connection (app: transaction-scoped) ...
     with stack.connect("db", options=pgoptions_value(jwk), autocommit=True) as conn:
         conn.execute("select auth.init()")
-        assert owners(conn, stack.token("carol"), False) == set()
-        assert conn.execute("select auth.user_id()").fetchone()[0] == "carol"
+        with conn.transaction():
+            assert owners(conn, stack.token("carol"), True) == set()
+            assert conn.execute("select auth.user_id()").fetchone()[0] == "carol"
     # ... and is not needed: db trusts the issuer's key server-wide
     with stack.connect("db", autocommit=True) as conn:
         conn.execute("select auth.init()")
