@@ -4,8 +4,8 @@ Each SQL function body caches one function of this module in its SD and calls it
 `plpy` and its arguments. The getters receive `pg_session_jwt.jwt` and
 `request.jwt.claims` as arguments (read by an inlined SQL wrapper), so a cache hit —
 the common case, once per row — is a string comparison and an expiry check (plus, for a
-transaction-scoped session, one call of the server's transaction start time), with no
-SPI call. A JwtError becomes an ERROR with its SQLSTATE: returned as [sqlstate, message]
+transaction-scoped session, a read of `transaction_stamp()`), with no SPI call.
+A JwtError becomes an ERROR with its SQLSTATE: returned as [sqlstate, message]
 to PL/pgSQL by init_check() and check() (a clean ERROR), raised with plpy.error() by the
 getters (PL/Python then adds "plpy.Error: " and a traceback as CONTEXT).
 """
@@ -60,31 +60,51 @@ def in_parallel_mode():
     return function()
 
 
-def _server_function(name, restype):
-    """A function of the postgres binary itself, or None outside a server (unit tests)."""
+def transaction_stamp():
+    """A number that stays the same for the whole of the current transaction and changes
+    when it ends: what binds a transaction-scoped handle to its transaction. Outside a
+    server (unit tests): 0.
+
+    Read per row by the getters, so it must cost next to nothing: no call into the server
+    (a ctypes call costs about as much as the whole getter). Instead the backend registers,
+    once, libc's clock_gettime() as a transaction callback (RegisterXactCallback): PostgreSQL
+    calls callback(event, arg) at every transaction end, so clock_gettime(event, buffer)
+    writes the time of clock number `event` (0-7, all valid Linux clocks; COMMIT writes
+    CLOCK_REALTIME, ABORT the process CPU time, both in nanoseconds) into our buffer. The
+    buffer therefore holds a new value after every COMMIT, ROLLBACK or PREPARE (also inside
+    procedures; the clocks only move forward), and Python reads it as plain memory. No
+    Python runs in the callback, and nothing but the buffer is written."""
+    global _clock
+    if _clock is None:
+        _clock = _transaction_clock()
+    seconds, nanoseconds = _clock
+    return seconds.value * 1_000_000_000 + nanoseconds.value
+
+
+_clock = None
+
+
+class _Constant:
+    value = 0
+
+
+def _transaction_clock():
+    """(seconds, nanoseconds) views of the buffer the transaction callback writes."""
     import ctypes
 
-    function = getattr(ctypes.CDLL(None), name, None)
-    if function is not None:
-        function.restype = restype
-        function.argtypes = []
-    return function
+    server = ctypes.CDLL(None)
+    register = getattr(server, "RegisterXactCallback", None)
+    if register is None:   # not inside a server: unit tests
+        return _Constant(), _Constant()
+    timespec = (ctypes.c_int64 * 2)()   # struct timespec on 64-bit Linux
+    _keep_alive.append(timespec)        # PostgreSQL holds its address for the backend's life
+    register.restype = None
+    register.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    register(ctypes.cast(server.clock_gettime, ctypes.c_void_p), ctypes.addressof(timespec))
+    return (ctypes.c_int64.from_buffer(timespec, 0), ctypes.c_int64.from_buffer(timespec, 8))
 
 
-def transaction_stamp():
-    """The current transaction's start time in microseconds (GetCurrentTransactionStartTimestamp),
-    which tells one transaction of this backend from the next: what binds a
-    transaction-scoped handle to its transaction. Outside a server: 0."""
-    global _stamp
-    if _stamp is None:
-        import ctypes
-
-        _stamp = _server_function("GetCurrentTransactionStartTimestamp", ctypes.c_int64) \
-            or (lambda: 0)
-    return _stamp()
-
-
-_stamp = None
+_keep_alive = []
 
 
 def _error(plpy, exc):

@@ -211,6 +211,23 @@ def test_a_transaction_scoped_handle_dies_with_its_transaction(pg, key, replay):
         conn.rollback()
 
 
+@pytest.mark.parametrize("ending", ["commit", "rollback", "error"])
+def test_every_way_a_transaction_ends_ends_its_handles(pg, key, ending):
+    with pg.connect(jwk=public_jwk(key), autocommit=False) as conn:
+        conn.execute("select auth.jwt_session_init(%s, true)", [mint(key, sub="victim")])
+        handle = conn.execute("select current_setting('pg_session_jwt.jwt')").fetchone()[0]
+        assert identity(conn) == "victim"
+        if ending == "error":
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                conn.execute("select 1 / 0")
+            conn.rollback()
+        else:
+            getattr(conn, ending)()
+        conn.execute("select set_config('pg_session_jwt.jwt', %s, true)", [handle])
+        assert identity(conn) is None
+        conn.rollback()
+
+
 def test_a_procedure_cannot_carry_a_transaction_scoped_handle_past_its_commit(pg, key):
     """The tightest replay: the handle was just used (the getters' cache holds it) and the
     next transaction starts within microseconds, inside one CALL."""
