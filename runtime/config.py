@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pg_session_jwt.settings import BY_NAME, CONNECTION_START, PREFIX
+
 from runtime.errors import UserError, failed
 from runtime.render_conf import format_value
 
@@ -37,16 +39,12 @@ from runtime.render_conf import format_value
 
 DEFAULT_YAML = "/etc/postgresql/postgresql.yaml"
 YAML_VARIABLE = "PG_SESSION_JWT_CONFIG_YAML"
-PREFIX = "pg_session_jwt."
 # Environment variable → the setting it fills, in the order they are written.
 ENV_SETTINGS = {
     "PG_SESSION_JWT_JWK": "pg_session_jwt.jwk",
     "PG_SESSION_JWT_AUDIENCE": "pg_session_jwt.audience",
     "PG_SESSION_JWT_ISSUER": "pg_session_jwt.issuer",
 }
-# The session's token: a server-wide value would give every session that identity.
-FORBIDDEN = {"pg_session_jwt.jwt": "it holds a session's token; a server-wide value would give "
-                                   "every session that identity"}
 
 
 def env_value(env, name, with_file=False):
@@ -96,13 +94,6 @@ def check_setting(name, text):
     except JwtError as exc:
         return exc.message
     return None
-
-
-def extension_setting_names():
-    """Names (without prefix) of the extension's settings."""
-    from pg_session_jwt.session import Settings
-
-    return set(Settings.__slots__)
 
 
 def check_text(value, source):
@@ -156,16 +147,18 @@ def yaml_settings(path, major, server):
         for name, value in (block or {}).items():
             lines[name.lower()] = line_of(node, *where, name)
             raw[name.lower()] = value
-    ours = extension_setting_names()
     for name in settings:
         at = f"{path}:{lines[name]}"
-        if name in FORBIDDEN:
-            raise UserError(f"{at}: {name} cannot be set server-wide: {FORBIDDEN[name]}")
         if name.startswith(PREFIX):
             short = name[len(PREFIX):]
-            if short not in ours:
-                known = ", ".join(PREFIX + n for n in sorted(ours))
+            setting = BY_NAME.get(short)
+            if setting is None:
+                known = ", ".join(s.full_name for s in CONNECTION_START)
                 raise UserError(f"{at}: unknown setting {name!r}; the extension's settings are {known}")
+            if not setting.connection_start:
+                # pg_session_jwt.jwt is the session itself: a server-wide value would give
+                # every session that identity.
+                raise UserError(f"{at}: {name} cannot be set server-wide: it is {setting.description}")
             value = raw[name]
             text = value if isinstance(value, str) else format_value(value).strip("'")
             if short == "jwk":

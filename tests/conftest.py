@@ -93,3 +93,12 @@ def keys():
 def signing_keys():
     """A fresh private JWK for every algorithm the extension verifies."""
     return {alg: generate_key(alg) for alg in ALGORITHMS}
+
+
+@pytest.fixture(scope="module")
+def stack(pg_major, image, docker_client, request):
+    """The dev stack of the image under test, one per major per module (tests/support/stack.py)."""
+    from tests.support.stack import running_stack
+
+    with running_stack(pg_major, image, docker_client, request) as started:
+        yield started

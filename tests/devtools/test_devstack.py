@@ -1,94 +1,19 @@
 """The compose dev stack as `make run` starts it: tokens, RLS direct and pooled, teardown.
 
-One stack per major per module, under its own compose project name and random host
-ports, started by devtools/devstack.py's `up` (the code behind `make run`), with pgbouncer
-held to one server connection so that consecutive transactions share a backend. The
-compose logs are kept under tests/logs/ when a test failed; `down -v` always runs.
+One stack per major per module (the `stack` fixture, tests/support/stack.py).
 """
 
-import io
 import json
 import shutil
-import socket
 import subprocess
-import urllib.request
-import uuid
-from dataclasses import dataclass
 
 import psycopg
 import pytest
 
-from builder import matrix
 from devtools import devstack
 from devtools.jwt import pgoptions_value
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
-
-LOG_DIR = matrix.ROOT / "tests" / "logs"
-
-
-def free_ports(count):
-    """`count` distinct ports that were free on 127.0.0.1 a moment ago."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-@dataclass
-class Stack:
-    settings: devstack.Settings
-    compose: list
-    printed: str
-
-    def token(self, sub):
-        """A fresh token from the stack's issuer (its jti is newer than any before it)."""
-        with urllib.request.urlopen(self.settings.tokens_url(f"/token?sub={sub}"),
-                                    timeout=10) as resp:
-            return resp.read().decode().strip()
-
-    def connect(self, service, **kwargs):
-        """A psycopg connection as `app`; prepare_threshold=None: no server-side prepared
-        statements, which a transaction pooler cannot keep per client."""
-        return psycopg.connect(self.settings.url(service), connect_timeout=10,
-                               prepare_threshold=None, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def stack(pg_major, image, docker_client, request):
-    db_port, pooler_port, tokens_port = free_ports(3)
-    env = {"PG_MAJOR": str(pg_major), "PGJWT_PROJECT": f"pgjwt-test-{uuid.uuid4().hex[:10]}",
-           "PGJWT_DB_PORT": str(db_port), "PGJWT_POOLER_PORT": str(pooler_port),
-           "PGJWT_TOKENS_PORT": str(tokens_port), "PGJWT_POOL_SIZE": "1",
-           "PGJWT_IMAGE_REPO": image.rpartition(":")[0]}
-    mx = matrix.load()
-    settings = devstack.Settings.from_env(env, mx)
-    compose = devstack.detect_compose()
-    failed_before = request.session.testsfailed
-    started = False
-    try:
-        printed = devstack.up(settings, mx, docker_client, compose, out=io.StringIO())
-        started = True
-        yield Stack(settings, compose, printed)
-    finally:
-        if not started or request.session.testsfailed > failed_before:
-            save_logs(settings, compose)
-        devstack.down(settings, compose)
-
-
-def save_logs(settings, compose):
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(devstack.compose_command(compose, settings.project, "logs",
-                                                     "--no-color"),
-                            capture_output=True, text=True)
-    (LOG_DIR / f"{settings.project}.log").write_text(result.stdout + result.stderr)
-
 
 def owners(conn, token, local):
     """Owners of the todos visible after jwt_session_init(token, local), in one transaction."""
@@ -149,11 +74,12 @@ def test_printed_connection_strings_and_pgoptions_are_true(stack):
     assert f"pooler: {stack.settings.url('pooler')}" in text
     jwk = devstack.fetch_jwk(stack.settings)
     assert f"PGOPTIONS={pgoptions_value(jwk)}" in text.replace("'", "")
-    # the commented-out PGOPTIONS works for a direct connection ...
+    # the commented-out PGOPTIONS works for a direct connection (app: transaction-scoped) ...
     with stack.connect("db", options=pgoptions_value(jwk), autocommit=True) as conn:
         conn.execute("select auth.init()")
-        assert owners(conn, stack.token("carol"), False) == set()
-        assert conn.execute("select auth.user_id()").fetchone()[0] == "carol"
+        with conn.transaction():
+            assert owners(conn, stack.token("carol"), True) == set()
+            assert conn.execute("select auth.user_id()").fetchone()[0] == "carol"
     # ... and is not needed: db trusts the issuer's key server-wide
     with stack.connect("db", autocommit=True) as conn:
         conn.execute("select auth.init()")

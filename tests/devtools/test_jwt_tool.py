@@ -1,7 +1,7 @@
 """The token tool (devtools/jwt.py): keys, tokens, the PGOPTIONS line, the CLI's errors.
 
 Tokens are checked twice: with jwcrypto, and with the extension's own verifier
-(extension/pg_session_jwt, on sys.path through tests/unit/conftest.py), so a token the
+(extension/pg_session_jwt, installed in the venv), so a token the
 tool mints is one the server accepts.
 """
 

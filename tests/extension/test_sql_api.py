@@ -108,9 +108,9 @@ def test_getters_are_inlined_sql_wrappers(pg, key):
     assert "_user_id(current_setting('pg_session_jwt.jwt'::text, true)" in plan
 
 
-def test_without_a_jwk_getters_read_request_jwt_claims(pg):
+def test_without_a_jwk_getters_read_request_jwt_claims_when_trusted_at_connect(pg):
     claims = json.dumps({"sub": str(uuid.uuid4()), "o": {"id": ORG}})
-    with pg.connect() as conn:
+    with pg.connect(options="-c pg_session_jwt.trust_request_claims=on") as conn:
         conn.execute("select set_config('request.jwt.claims', %s, false)", [claims])
         row = conn.execute("select auth.user_id(), auth.uid()::text, auth.organization_id()::text, "
                            "auth.session()").fetchone()

@@ -62,10 +62,28 @@ def test_json_errors_do_not_quote_the_input():
     assert "secret-looking-value" not in str(info.value)
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
-                    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=20))
+# What PostgreSQL's text can hold: no NUL, no lone surrogates.
+STORABLE = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)))
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | STORABLE,
+                    lambda inner: st.lists(inner) | st.dictionaries(STORABLE, inner), max_leaves=20))
 def test_json_loads_agrees_with_json_on_valid_documents(value):
     assert json_loads(json.dumps(value).encode()) == value
+
+
+@pytest.mark.parametrize("text", [
+    r'{"sub": "a\u0000b"}', r'{"a\u0000": 1}', r'{"o": {"id": ["\ud800"]}}', r'["\udfff"]',
+    r'{"sub": "\ud83d"}',
+])
+def test_strings_postgresql_cannot_store_are_refused(text):
+    with pytest.raises(ValueError, match="u0000 or a lone surrogate"):
+        json_loads(text)
+
+
+def test_escapes_that_postgresql_can_store_pass():
+    assert json_loads(r'{"sub": "\ud83d\ude00", "b": "\\u0000", "c": "\u00e9"}') == {
+        "sub": "\U0001F600", "b": "\\u0000", "c": "\u00e9"}
 
 
 def test_json_nesting_is_bounded_the_same_way_on_every_python():

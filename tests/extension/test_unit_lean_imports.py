@@ -21,8 +21,10 @@ from devtools.jwt import ALGORITHMS, generate_key, mint, public_jwk
 EXTENSION = ROOT / "extension"
 
 HEAVY = ("re", "json", "base64", "enum", "cryptography", "jwcrypto")
-UUID = re.compile(r"\{?[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
-                  r"[0-9a-fA-F]{12}\}?")
+# PostgreSQL's uuid input (string_to_uuid in uuid.c) as a regular expression: 32 hex digits,
+# a hyphen allowed after any group of four but the last, braces only as a pair.
+_BODY = r"[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7}"
+UUID = re.compile(rf"{_BODY}|\{{{_BODY}\}}")
 
 
 @pytest.mark.parametrize("alg", sorted(ALGORITHMS))

@@ -174,8 +174,14 @@ def test_audit_log_off_logs_nothing(key):
     assert plpy.logs == []
 
 
-def test_without_a_key_getters_read_request_jwt_claims():
-    plpy = FakePlpy()
+def test_without_a_key_request_jwt_claims_are_ignored_unless_trusted_at_connection_start():
+    request = json.dumps({"sub": UID})
+    assert pl.user_id(FakePlpy(), None, request) is None
+    assert pl.session(FakePlpy(trust_request_claims="off"), None, request) == "null"
+
+
+def test_without_a_key_trusted_request_jwt_claims_are_read():
+    plpy = FakePlpy(trust_request_claims="on")
     request = json.dumps({"sub": UID, "o": {"id": ORG}, "role": "authenticated"})
     assert json.loads(pl.session(plpy, None, request))["role"] == "authenticated"
     assert pl.user_id(plpy, None, request) == UID
@@ -186,7 +192,7 @@ def test_without_a_key_getters_read_request_jwt_claims():
 
 @pytest.mark.parametrize("request_claims", [None, "", "not json", '{"sub": "a", "sub": "b"}', "{"])
 def test_without_a_key_bad_request_claims_are_no_session(request_claims):
-    plpy = FakePlpy()
+    plpy = FakePlpy(trust_request_claims="on")
     assert pl.session(plpy, None, request_claims) == "null"
     assert pl.user_id(plpy, None, request_claims) is None
 
@@ -269,7 +275,7 @@ def test_check_returns_the_failure_instead_of_raising(key):
     plpy = FakePlpy.for_key(key)
     good = mint(key, sub="alice")
     assert pl.check(plpy, good) is None
-    assert pl.session(plpy, good, None) == pl.state.current.claims_json
+    assert pl.session(plpy, good, None) == pl.state.current.session.claims_json
     forged = mint(generate_key("EdDSA"), sub="mallory", header={"kid": key.get("kid")})
     assert pl.check(plpy, forged) == ["23514", "invalid JWT signature"]
     sqlstate, message = pl.check(plpy, "a.b")
