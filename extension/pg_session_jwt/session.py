@@ -4,17 +4,24 @@ One `Backend` lives in `pl` for the life of the server process. Its settings are
 values in effect at connection start, captured once (see `pl.capture`); the key is
 parsed once from them. The verified session is cached keyed by the exact token text:
 a getter that sees any other token verifies it first, so a value SET by hand never
-yields an identity without a valid signature. Only the latest token is cached, which
-is what makes "jti strictly increasing" hold: an older token, once replaced, must be
-verified again and fails the jti check.
+yields an identity without a valid signature. With `require_jti` on, only the latest
+token is cached, which is what makes "jti strictly increasing" hold: an older token,
+once replaced, must be verified again and fails the jti check. With it off, earlier
+tokens stay in a bounded cache (cache.py) for pooled traffic that re-presents them.
+
+Without pg_session_jwt.jwk at connection start, the key source is the postmaster's
+PG_SESSION_JWT_JWKS_URL (jwks.py), when set: the URL is fixed for the server's life, the
+key set behind it follows the shared cache file, so a rotation reaches existing
+connections too.
 """
 
 import json
+import os
 import re
 
+from . import cache, jwks, keys, token
 from . import claims as claim_checks
-from . import keys, token
-from .encoding import json_loads
+from .encoding import b64url_decode, json_loads
 from .errors import CHECK_VIOLATION, DATATYPE_MISMATCH, INVALID_PARAMETER_VALUE, NO_DATA, JwtError
 
 # What PostgreSQL's uuid input accepts, narrowed: 32 hex digits, hyphens optional
@@ -111,39 +118,82 @@ class Session:
 class Backend:
     """Everything one server process remembers between calls."""
 
-    def __init__(self):
+    def __init__(self, environ=None):
         self.settings = None
         self.current = None
         self.last_jti = 0
+        self.cache = cache.VerifiedCache()
+        self.environ = os.environ if environ is None else environ
+        self.log = None
         self._keys = None
+        self._jwks = None          # jwks.Config of the postmaster's environment
+        self._source = None        # jwks.Source, made on first use
+        self._current_keys = None  # the key set self.current was verified under
         self._request = (None, None)
 
-    def configure(self, values):
+    def configure(self, values, log=None):
         """Take the connection-start settings ({name: text}); only the first call counts."""
         if self.settings is None:
-            self.settings = Settings.from_text(values)
+            settings = Settings.from_text(values)
+            if not settings.jwk:
+                self._jwks = jwks.Config.from_env(self.environ)
+                if self._jwks is not None and not (values.get("require_jti") or "").strip():
+                    # Identity providers' jti is a string or absent.
+                    settings.require_jti = False
+            self.settings = settings
+            self.log = log
 
-    def keys(self):
-        """The parsed key set of pg_session_jwt.jwk, parsed on first use."""
-        if self._keys is None:
-            if not self.settings.jwk:
-                raise JwtError(NO_DATA, "Missing runtime parameter: pg_session_jwt.jwk")
+    def keys(self, now=None):
+        """The key set to verify with: pg_session_jwt.jwk's, parsed on first use, else the
+        JWKS URL's current one."""
+        if self._keys is not None:
+            return self._keys
+        if self.settings.jwk:
             self._keys = keys.parse(self.settings.jwk)
-        return self._keys
+            return self._keys
+        if self._jwks is None:
+            raise JwtError(NO_DATA, "Missing runtime parameter: pg_session_jwt.jwk (or set "
+                           f"{jwks.URL_VARIABLE} in the server's environment)")
+        if self._source is None:
+            if not self.settings.audience and not jwks.flag(self.environ,
+                                                            jwks.ANY_AUDIENCE_VARIABLE):
+                # An identity provider signs tokens for its tenant's other applications too.
+                raise JwtError(INVALID_PARAMETER_VALUE, f"{jwks.URL_VARIABLE} is set but no "
+                               "audience is required: set PG_SESSION_JWT_AUDIENCE to this "
+                               "database's audience, or PG_SESSION_JWT_ALLOW_ANY_AUDIENCE=on if "
+                               "the issuer signs tokens for nothing else")
+            self._source = jwks.Source(self._jwks, log=self.log)
+        return self._source.current(now)
 
     def verify(self, jwt, now, audit=None):
-        """The session of `jwt`, verified unless it is the cached one; `audit` gets a log line."""
+        """The session of `jwt`, verified unless it is cached; `audit` gets a log line."""
+        settings = self.settings
+        keyset = self.keys(now)
         current = self.current
-        if current is not None and jwt == current.token:
+        if current is not None and jwt == current.token and self._current_keys is keyset:
             current.check_expiry(now)
             return current
-        settings = self.settings
-        claims, text = token.verify(jwt, self.keys(), settings.max_token_bytes)
+        if not settings.require_jti:
+            session = self.cache.get(jwt, keyset, now, settings.leeway)
+            if session is not None:
+                self.current, self._current_keys = session, keyset
+                return session
+        try:
+            claims, text = token.verify(jwt, keyset, settings.max_token_bytes)
+        except JwtError:
+            # A kid the set lacks: the issuer may have rotated; refresh (rate-limited), retry.
+            if self._source is None or not _unknown_kid(jwt, keyset) or \
+                    not self._source.unknown_kid(now):
+                raise
+            keyset = self._source.keyset
+            claims, text = token.verify(jwt, keyset, settings.max_token_bytes)
         jti = claim_checks.check(claims, settings, now, self.last_jti)
         session = Session(jwt, claims, text, claim_checks.expires(claims, settings.leeway), True)
         if jti is not None:
             self.last_jti = jti
-        self.current = session
+        else:
+            self.cache.put(jwt, session, keyset, claims.get("nbf"))
+        self.current, self._current_keys = session, keyset
         if settings.audit_log and audit is not None:
             sub, aud = json.dumps(claims.get("sub")), json.dumps(claims.get("aud"))
             audit(f"pg_session_jwt: validated JWT for sub={sub} aud={aud}")
@@ -151,7 +201,7 @@ class Backend:
 
     def lookup(self, jwt, request_claims, now, audit=None):
         """The session the getters see: verified `jwt` with a key, else request.jwt.claims."""
-        if self.settings.jwk:
+        if self.settings.jwk or self._jwks is not None:
             return self.verify(jwt, now, audit) if jwt else None
         return self._from_request(request_claims)
 
@@ -169,3 +219,13 @@ class Backend:
         session = None if claims is None else Session(None, claims, text, None, False)
         self._request = (text, session)
         return session
+
+
+def _unknown_kid(jwt, keyset):
+    """Whether `jwt`'s header names a kid that `keyset` lacks (False when unreadable)."""
+    try:
+        header = json_loads(b64url_decode(jwt.split(".", 1)[0].encode("ascii")))
+    except (ValueError, UnicodeEncodeError):
+        return False
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return isinstance(kid, str) and kid not in keyset.by_kid
