@@ -11,6 +11,7 @@ measured in the same run (the machines are shared and noisy). Scenarios:
     rows     3. per-row cost of RLS policy forms vs no RLS / PostgREST's form   (every major)
     pgbench  4. pgbench, 8 clients, session per transaction vs SET LOCAL claims (default major)
     images   5. image size and start to ready vs plain Debian postgresql-N      (every major)
+    pooled   6. pgbench, 8 users re-presenting tokens (verified-token cache)    (every major)
 
 Prints a table (scenario, figure, baseline, ratio, target, met?) and writes the raw
 figures as JSON and a chart as PNG into the output folder. `--quick` runs everything
@@ -32,11 +33,11 @@ from scripts.bench_report import Figure
 from scripts.errors import UserError
 from scripts.progress import say
 
-SCENARIOS = ("cold", "warm", "rows", "pgbench", "images")
+SCENARIOS = ("cold", "warm", "rows", "pgbench", "images", "pooled")
 DEFAULT_OUT = matrix.ROOT / "bench-results"
 SCENARIO_TITLES = {"cold": "1 cold backend", "warm": "2 warm verification",
                    "rows": "3 per-row RLS", "pgbench": "4 pgbench end to end",
-                   "images": "5 images"}
+                   "images": "5 images", "pooled": "6 pooled reuse"}
 
 
 @dataclass(frozen=True)
@@ -80,17 +81,17 @@ def guarded(scenario, major, run, announce=True):
         return [Figure(SCENARIO_TITLES[scenario], major, "(did not run)", "", error=message)]
 
 
-def bench_major(client, entry, mx, params, only, keys, log_dir):
-    """All scenarios of one major; the container for 1-4 is shared and always removed."""
+def bench_major(client, entry, mx, params, only, keys, log_dir, repo=matrix.DEFAULT_REPO):
+    """All scenarios of one major; the container for 1-4 and 6 is shared and always removed."""
     judged = entry.major == mx.default.major
     figures = []
-    ensure_image(client, entry.tag())
-    wanted = [s for s in ("cold", "warm", "rows", "pgbench")
+    ensure_image(client, entry.tag(repo))
+    wanted = [s for s in ("cold", "warm", "rows", "pgbench", "pooled")
               if s in only and (judged or s != "pgbench")]
     if wanted:
         figures += guarded(wanted[0], entry.major,
                            lambda: run_in_container(client, entry, params, wanted, keys, judged,
-                                                    log_dir),
+                                                    log_dir, repo),
                            announce=False)
     if "images" in only:
         figures += guarded("images", entry.major, lambda: bench_images.run(
@@ -98,10 +99,11 @@ def bench_major(client, entry, mx, params, only, keys, log_dir):
     return figures
 
 
-def run_in_container(client, entry, params, wanted, keys, judged, log_dir):
-    """Scenarios 1-4 on one container of `entry`'s image, always removed afterwards."""
+def run_in_container(client, entry, params, wanted, keys, judged, log_dir,
+                     repo=matrix.DEFAULT_REPO):
+    """Scenarios 1-4 and 6 on one container of `entry`'s image, always removed afterwards."""
     figures = []
-    pg = containers.start(client, entry.tag())
+    pg = containers.start(client, entry.tag(repo))
     try:
         if "cold" in wanted:
             figures += guarded("cold", entry.major, lambda: bench_session.cold(
@@ -114,6 +116,9 @@ def run_in_container(client, entry, params, wanted, keys, judged, log_dir):
                 pg, entry.major, params, keys))
         if "pgbench" in wanted:
             figures += guarded("pgbench", entry.major, lambda: bench_pgbench.run(
+                pg, entry.major, params, keys["EdDSA"]))
+        if "pooled" in wanted:
+            figures += guarded("pooled", entry.major, lambda: bench_pgbench.pooled(
                 pg, entry.major, params, keys["EdDSA"]))
     finally:
         failed = any(f.error for f in figures)
@@ -154,6 +159,8 @@ def main(argv=None):
                         help="majors to measure (default: all in images/versions.yaml)")
     parser.add_argument("--only", nargs="*", default=list(SCENARIOS), choices=SCENARIOS,
                         metavar="SCENARIO", help=f"scenarios to run: {', '.join(SCENARIOS)}")
+    parser.add_argument("--repo", default=matrix.DEFAULT_REPO,
+                        help="repository of the images to measure (default pg-session-jwt)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="folder for the JSON and PNG (default bench-results/)")
     args = parser.parse_args(argv)
@@ -169,7 +176,8 @@ def main(argv=None):
         keys = {alg: generate_key(alg) for alg in bench_session.ALGORITHMS}
         figures = []
         for entry in entries:
-            figures += bench_major(client, entry, mx, params, args.only, keys, args.out / "logs")
+            figures += bench_major(client, entry, mx, params, args.only, keys, args.out / "logs",
+                                   args.repo)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -208,3 +208,15 @@ def test_raw_verify_times_one_batch_when_asked():
     spec = {"jwk": json.loads(public_jwk(key)), "alg": "EdDSA",
             "batches": [[mint(key, sub="a")], [mint(key, sub="b"), mint(key, sub="c")]]}
     assert len(bench_raw_verify.run(spec, only=1)["us_per_call"]) == 1
+
+
+def test_pooled_scripts_differ_only_in_how_identity_is_set():
+    ours, baseline = (bench_pgbench.POOLED_SCRIPTS[k] for k in ("pg_session_jwt", "PostgREST"))
+    assert "random(0, 7)" in ours and ", true)" in ours
+    normalize = {"auth.jwt_session_init(token, true)": "IDENTITY",
+                 "set_config('request.jwt.claims', claims, true)": "IDENTITY",
+                 "notes_jwt": "notes", "notes_postgrest": "notes"}
+    for old, new in normalize.items():
+        ours, baseline = ours.replace(old, new), baseline.replace(old, new)
+    assert ours == baseline
+    assert "require_jti = off" in bench_pgbench.POOLED_SETUP
