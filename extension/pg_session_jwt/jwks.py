@@ -467,10 +467,13 @@ def main(argv=None):
         except FetchError as exc:
             _write_attempt(fd, {"attempted": now, "error": exc.message})
             if exc.unreachable:
+                kept = ("Starting without keys: every token is refused until a fetch succeeds"
+                        if source.keyset is None else
+                        "Starting with the key set fetched at the previous start (kids "
+                        f"{', '.join(kids(source.keyset))})")
                 print(f"pg-session-jwt: WARNING: could not fetch the key set from {config.url}: "
-                      f"{exc.message}. Starting without keys: every token is refused until a "
-                      f"fetch succeeds (at most one attempt every {config.refresh_min} s, by the "
-                      "first backend that needs the keys).", file=sys.stderr)
+                      f"{exc.message}. {kept}; the first backend that needs keys tries again, "
+                      f"at most once every {config.refresh_min} s.", file=sys.stderr)
                 return 0
             print(f"pg-session-jwt: error: {URL_VARIABLE}={config.url}: {exc.message}",
                   file=sys.stderr)

@@ -309,3 +309,92 @@ def test_made_up_kids_do_not_fetch_more_than_once_per_refresh_min(tmp_path, cloc
         assert "matches no key" in info.value.message
         clock.now += 1
     assert issuer.requests == 3  # the first fetch, then one per REFRESH_MIN (60 s)
+
+
+# The real fetcher and the entrypoint's command, against an HTTP server on 127.0.0.1.
+
+@pytest.fixture()
+def local_issuer(old_key):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    state = {"status": 200, "body": json.dumps({"keys": [json.loads(public_jwk(old_key))]}),
+             "headers": {"Cache-Control": "max-age=120"}, "hits": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the http.server API)
+            state["hits"] += 1
+            body = state["body"].encode()
+            self.send_response(state["status"])
+            for name, value in state["headers"].items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json"
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def run_main(monkeypatch, tmp_path, url, **env):
+    for name in (jwks.URL_VARIABLE, jwks.HTTP_VARIABLE, jwks.REFRESH_VARIABLE, jwks.CA_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(jwks.URL_VARIABLE, url)
+    monkeypatch.setenv(jwks.HTTP_VARIABLE, "on")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return jwks.main(["fetch", "--dir", str(tmp_path)])
+
+
+def test_entrypoint_fetch_writes_the_cache_file(monkeypatch, tmp_path, capsys, local_issuer,
+                                                 old_key):
+    assert run_main(monkeypatch, tmp_path, local_issuer["url"]) == 0
+    assert old_key.get("kid") in capsys.readouterr().out
+    document = jwks.Document.from_json((tmp_path / jwks.CACHE_NAME).read_text())
+    assert document.url == local_issuer["url"] and document.max_age == 120
+    source = jwks.Source(jwks.Config(local_issuer["url"], allow_http=True), str(tmp_path))
+    assert kids(source.current()) == {old_key.get("kid")}
+    assert local_issuer["hits"] == 1
+
+
+@pytest.mark.parametrize("status, body, headers, code, phrase", [
+    (503, "busy", {}, 0, "Starting without keys"),
+    (404, "no", {}, 1, "HTTP 404"),
+    (302, "", {"Location": "https://elsewhere.example/jwks.json"}, 1, "redirecting"),
+    (200, "<html>sign in</html>", {}, 1, "not a usable JWK Set"),
+    (200, '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}', {}, 1, "symmetric"),
+])
+def test_entrypoint_fetch_failures(monkeypatch, tmp_path, capsys, local_issuer, status, body,
+                                   headers, code, phrase):
+    local_issuer.update(status=status, body=body, headers=headers)
+    assert run_main(monkeypatch, tmp_path, local_issuer["url"]) == code
+    err = capsys.readouterr().err
+    assert phrase in err and local_issuer["url"] in err
+    assert not (tmp_path / jwks.CACHE_NAME).exists()
+
+
+def test_entrypoint_fetch_keeps_the_previous_starts_set(monkeypatch, tmp_path, capsys,
+                                                        local_issuer, old_key):
+    assert run_main(monkeypatch, tmp_path, local_issuer["url"]) == 0
+    local_issuer.update(status=500, body="down")
+    assert run_main(monkeypatch, tmp_path, local_issuer["url"]) == 0
+    assert "Starting with the key set fetched at the previous start" in capsys.readouterr().err
+    source = jwks.Source(jwks.Config(local_issuer["url"], allow_http=True), str(tmp_path))
+    assert kids(source.current()) == {old_key.get("kid")}
+
+
+def test_unreachable_port_is_unreachable(monkeypatch, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert run_main(monkeypatch, tmp_path, f"http://127.0.0.1:{port}/jwks.json") == 0
+    assert "cannot reach the issuer" in capsys.readouterr().err
