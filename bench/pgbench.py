@@ -13,6 +13,12 @@ row (c, seq) where seq is a per-client counter (`-D seq=0`, `\\set seq :seq + 1`
 
 pgbench runs on this machine when it has one (over the published port), else inside the
 server's container (the image ships it), over TCP to 127.0.0.1 either way.
+
+Scenario 6 (`pooled`) is what a pool serving identity-provider users looks like: 8 users
+whose tokens are presented again and again, each transaction picking one at random, on
+connections that stay open (a pooler's server connections), as a role with
+`require_jti = off` (as advised for pooled roles). Same transaction, same baseline as
+scenario 4; what it measures is the verified-token cache.
 """
 
 import json
@@ -30,6 +36,9 @@ from devtools import jwt as tokens
 WRITER = "bench_writer"
 WRITER_PASSWORD = "bench-writer-password"  # throwaway role inside a throwaway container
 CLIENTS = 8
+POOLED = "bench_pooled"
+POOLED_PASSWORD = "bench-pooled-password"  # throwaway role inside a throwaway container
+POOLED_USERS = 8
 
 SETUP = f"""
 create schema if not exists bench;
@@ -111,8 +120,8 @@ def token_rows(key, clients, per_client):
     return rows
 
 
-def pgbench_command(host, port, dbname, script_path, transactions):
-    return ["pgbench", "-h", host, "-p", str(port), "-U", WRITER, "-n",
+def pgbench_command(host, port, dbname, script_path, transactions, user=WRITER):
+    return ["pgbench", "-h", host, "-p", str(port), "-U", user, "-n",
             "-c", str(CLIENTS), "-j", "2", "-t", str(transactions), "-D", "seq=0",
             "-f", str(script_path), dbname]
 
@@ -131,9 +140,9 @@ class HostPgbench:
         path.write_text(text)
         return path
 
-    def run(self, script_path, transactions):
+    def run(self, script_path, transactions, user=WRITER):
         command = pgbench_command("127.0.0.1", self.pg.host_port, self.pg.dbname, script_path,
-                                  transactions)
+                                  transactions, user)
         result = subprocess.run(command, env={**os.environ, **self.env}, capture_output=True,
                                 text=True, timeout=900)
         return result.returncode, result.stdout + result.stderr
@@ -157,8 +166,9 @@ class ContainerPgbench:
         put_files(self.pg, self.folder, {f"{name}.sql": text.encode()})
         return f"{self.folder}/{name}.sql"
 
-    def run(self, script_path, transactions):
-        command = pgbench_command("127.0.0.1", 5432, self.pg.dbname, script_path, transactions)
+    def run(self, script_path, transactions, user=WRITER):
+        command = pgbench_command("127.0.0.1", 5432, self.pg.dbname, script_path, transactions,
+                                  user)
         return self.pg.exec(["env"] + [f"{k}={v}" for k, v in self.env.items()] + command)
 
     def close(self):
@@ -198,3 +208,69 @@ def run(pg, major, params, key):
         notes=f"{params.pgbench_transactions} transactions per client per run, "
               f"{params.pgbench_rounds} alternating runs each; EdDSA tokens; "
               f"pgbench on the {runner.where}")]
+
+
+POOLED_SETUP = f"""
+drop table if exists bench.pooled_tokens;
+drop role if exists {POOLED};
+create role {POOLED} login password '{POOLED_PASSWORD}';
+alter role {POOLED} set pg_session_jwt.require_jti = off;
+grant usage on schema bench to {POOLED};
+create table bench.pooled_tokens (u int primary key, token text, claims text);
+grant select on bench.pooled_tokens to {POOLED};
+grant select, insert on bench.notes_jwt, bench.notes_postgrest to {POOLED};
+"""
+
+POOLED_SCRIPTS = {
+    "pg_session_jwt": f"""\\set u random(0, {POOLED_USERS - 1})
+BEGIN;
+SELECT auth.jwt_session_init(token, true) FROM bench.pooled_tokens WHERE u = :u;
+SELECT id, body FROM bench.notes_jwt ORDER BY id DESC LIMIT 10;
+INSERT INTO bench.notes_jwt (body) VALUES ('pgbench');
+COMMIT;
+""",
+    "PostgREST": f"""\\set u random(0, {POOLED_USERS - 1})
+BEGIN;
+SELECT set_config('request.jwt.claims', claims, true) FROM bench.pooled_tokens WHERE u = :u;
+SELECT id, body FROM bench.notes_postgrest ORDER BY id DESC LIMIT 10;
+INSERT INTO bench.notes_postgrest (body) VALUES ('pgbench');
+COMMIT;
+""",
+}
+
+
+def pooled(pg, major, params, key):
+    """Scenario 6 on one container: re-presented tokens against SET LOCAL claims."""
+    with pg.connect() as admin:
+        admin.execute(SETUP)
+        admin.execute(POOLED_SETUP)
+        with admin.cursor() as cur:
+            cur.executemany("insert into bench.pooled_tokens values (%s, %s, %s)", [
+                (u, tokens.mint(key, sub=f"user{u}", ttl=7200),
+                 json.dumps({"sub": f"user{u}", "role": POOLED})) for u in range(POOLED_USERS)])
+        for table in ("pooled_tokens", "notes_jwt", "notes_postgrest"):
+            admin.execute(f"vacuum analyze bench.{table}")
+    env = {"PGPASSWORD": POOLED_PASSWORD, "PGCONNECT_TIMEOUT": "10",
+           "PGOPTIONS": tokens.pgoptions_value(tokens.public_jwk(key))}
+    runner = (HostPgbench if shutil.which("pgbench") else ContainerPgbench)(pg, env)
+    samples = {name: [] for name in POOLED_SCRIPTS}
+    try:
+        paths = {name: runner.script(f"pooled-{name}", text)
+                 for name, text in POOLED_SCRIPTS.items()}
+        for _ in range(params.pgbench_rounds):
+            for name, path in paths.items():
+                code, output = runner.run(path, params.pgbench_transactions, POOLED)
+                if code != 0:
+                    raise RuntimeError(f"pgbench ({name}, pooled, on the {runner.where}) exited "
+                                       f"{code}:\n{output[-2000:]}")
+                samples[name].append(parse_tps(output))
+    finally:
+        runner.close()
+    return [Figure(
+        "6 pooled reuse", major, f"{CLIENTS} clients, {POOLED_USERS} users re-presenting tokens",
+        "tps", value=median(samples["pg_session_jwt"]), baseline=median(samples["PostgREST"]),
+        baseline_label="(SET LOCAL request.jwt.claims)",
+        target=target("pooled"), samples=samples,
+        notes=f"{params.pgbench_transactions} transactions per client per run, "
+              f"{params.pgbench_rounds} alternating runs each; transaction-scoped sessions, "
+              f"require_jti off for the role; EdDSA tokens; pgbench on the {runner.where}")]

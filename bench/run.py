@@ -11,6 +11,7 @@ measured in the same run (the machines are shared and noisy). Scenarios:
     rows     3. per-row cost of RLS policy forms vs no RLS / PostgREST's form   (every major)
     pgbench  4. pgbench, 8 clients, session per transaction vs SET LOCAL claims (default major)
     images   5. image size and start to ready vs plain Debian postgresql-N      (every major)
+    pooled   6. pgbench, 8 users re-presenting tokens (verified-token cache)    (every major)
 
 Prints a table (scenario, figure, baseline, ratio, target, met?) and writes the raw
 figures as JSON and a chart as PNG into the output folder. `--quick` runs everything
@@ -36,11 +37,11 @@ from builder import containers, matrix
 from builder.progress import say
 from runtime.errors import UserError, failed
 
-SCENARIOS = ("cold", "warm", "rows", "pgbench", "images")
+SCENARIOS = ("cold", "warm", "rows", "pgbench", "images", "pooled")
 DEFAULT_OUT = matrix.ROOT / "bench-results"
 SCENARIO_TITLES = {"cold": "1 cold backend", "warm": "2 warm verification",
                    "rows": "3 per-row RLS", "pgbench": "4 pgbench end to end",
-                   "images": "5 images"}
+                   "images": "5 images", "pooled": "6 pooled reuse"}
 
 
 @dataclass(frozen=True)
@@ -85,12 +86,12 @@ def guarded(scenario, major, run, announce=True):
 
 
 def bench_major(client, entry, mx, params, only, keys, log_dir, repo=matrix.DEFAULT_REPO):
-    """All scenarios of one major; the container for 1-4 is shared and always removed.
-    `repo` names the images of scenarios 1-4 (an engineer's own build, `--image-repo`)."""
+    """All scenarios of one major; the container for 1-4 and 6 is shared and always removed.
+    `repo` names the images of scenarios 1-4 and 6 (an engineer's own build, `--image-repo`)."""
     judged = entry.major == mx.default.major
     figures = []
     ensure_image(client, entry.tag(repo))
-    wanted = [s for s in ("cold", "warm", "rows", "pgbench")
+    wanted = [s for s in ("cold", "warm", "rows", "pgbench", "pooled")
               if s in only and (judged or s != "pgbench")]
     if wanted:
         figures += guarded(wanted[0], entry.major,
@@ -105,7 +106,7 @@ def bench_major(client, entry, mx, params, only, keys, log_dir, repo=matrix.DEFA
 
 def run_in_container(client, entry, params, wanted, keys, judged, log_dir,
                      repo=matrix.DEFAULT_REPO):
-    """Scenarios 1-4 on one container of `entry`'s image, always removed afterwards."""
+    """Scenarios 1-4 and 6 on one container of `entry`'s image, always removed afterwards."""
     figures = []
     pg = containers.start(client, entry.tag(repo))
     try:
@@ -120,6 +121,9 @@ def run_in_container(client, entry, params, wanted, keys, judged, log_dir,
                 pg, entry.major, params, keys))
         if "pgbench" in wanted:
             figures += guarded("pgbench", entry.major, lambda: bench_pgbench.run(
+                pg, entry.major, params, keys["EdDSA"]))
+        if "pooled" in wanted:
+            figures += guarded("pooled", entry.major, lambda: bench_pgbench.pooled(
                 pg, entry.major, params, keys["EdDSA"]))
     finally:
         failed = any(f.error for f in figures)
@@ -163,7 +167,7 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="folder for the JSON and PNG (default bench-results/)")
     parser.add_argument("--image-repo", default=matrix.DEFAULT_REPO,
-                        help="repository of the images measured in scenarios 1-4 "
+                        help="repository of the images measured in scenarios 1-4 and 6 "
                              f"(default {matrix.DEFAULT_REPO})")
     args = parser.parse_args(argv)
     params = QUICK if args.quick else FULL

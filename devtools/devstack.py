@@ -41,6 +41,8 @@ TOKEN_TTL = 3600
 PORTS = {"db": ("PGJWT_DB_PORT", 55432), "pooler": ("PGJWT_POOLER_PORT", 56432),
          "tokens": ("PGJWT_TOKENS_PORT", 58080)}
 SCOPE = "devstack"
+# Where db fetches the issuer's keys (compose/docker-compose.yml), on the stack's network.
+JWKS_URL = "http://tokens:8080/.well-known/jwks.json"
 
 
 @dataclass(frozen=True)
@@ -311,9 +313,10 @@ def usage_text(settings, jwk_json, tokens):
         f"export ALICE_TOKEN={shlex.quote(tokens['alice'])}",
         f"export BOB_TOKEN={shlex.quote(tokens['bob'])}",
         "",
-        "PGOPTIONS is not needed here: db trusts the issuer's key server-wide. That is also the",
-        "only way through pgbouncer, which refuses a key in `options` (unsupported startup",
-        "parameter). For a direct connection to a server without the key, give it per connection:",
+        "PGOPTIONS is not needed here: db fetches the issuer's keys itself, from its JWKS URL",
+        f"({JWKS_URL}). That is also the only way through pgbouncer, which",
+        "refuses a key in `options` (unsupported startup parameter). For a direct connection to a",
+        "server without that URL, give the key per connection:",
         f"  # {pgoptions_export(jwk_json)}",
         "",
         "Row Level Security: alice adds a todo and sees only hers, bob only his, the admin both:",
@@ -324,10 +327,14 @@ def usage_text(settings, jwk_json, tokens):
         "pass tokens as bind parameters (README: Deploying behind a pooler or gateway).",
         f"{APP_USER} is held to transaction-scoped sessions (pg_session_jwt.session_scope), hence the",
         "`true` in auth.jwt_session_init(token, true).",
-        "A server connection takes no token older (lower jti) than the last one it verified, and",
-        "pgbouncer reuses connections: to run the commands again, first get fresh tokens:",
+        "Tokens may be presented again until they expire (with a JWKS URL, require_jti is off);",
+        "fresh ones:",
         f"  export ALICE_TOKEN=$(curl -s '{settings.tokens_url('/token?sub=alice')}')",
         f"  export BOB_TOKEN=$(curl -s '{settings.tokens_url('/token?sub=bob')}')",
+        "",
+        "Key rotation: the issuer signs with a new key, db follows without a restart, and tokens",
+        "of the retired key are refused once db has refreshed (add ?grace=10m to keep it longer):",
+        f"  curl -s -X POST '{settings.tokens_url('/rotate')}'",
         "",
         "make logs follows the logs; make stop removes the stack and its data.",
     ])

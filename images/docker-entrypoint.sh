@@ -3,7 +3,8 @@
 # _FILE variants, /docker-entrypoint-initdb.d, `-c` pass-through, postgres as PID 1) plus
 # ours: the extension created at initialization, and the run-time configuration (server-wide
 # JWK, audience, issuer, a mounted settings YAML) checked and written at every start by
-# runtime/config.py before anything touches the data directory.
+# runtime/config.py before anything touches the data directory, and the JWKS URL's
+# key set fetched before the server starts.
 #
 # Started as root it fixes ownership and re-executes itself as postgres (gosu); started with
 # `--user <uid>` it runs as that uid. Init scripts may source this file to reuse its functions.
@@ -106,6 +107,19 @@ docker_write_runtime_config() {
 	mkdir -p "$RUNTIME_DIR"
 	if ! PYTHONPATH=$PG_SESSION_JWT_HOME python3 -m runtime.config \
 		--major "$PG_MAJOR" --out "$RUNTIME_CONF"; then
+		pg_error "start refused; nothing in $PGDATA was changed"
+		exit 1
+	fi
+}
+
+# The identity provider's key set (PG_SESSION_JWT_JWKS_URL), fetched as the server's user
+# before the server starts, so that the first connection is served; backends keep the same
+# file fresh afterwards (extension/pg_session_jwt/jwks.py). An unreachable issuer starts the
+# server without keys (tokens refused until a backend's fetch succeeds); a wrong URL, CA or
+# document refuses the start.
+docker_fetch_jwks() {
+	[ -n "${PG_SESSION_JWT_JWKS_URL:-}" ] || return 0
+	if ! python3 -m pg_session_jwt.jwks fetch --dir "$RUNTIME_DIR"; then
 		pg_error "start refused; nothing in $PGDATA was changed"
 		exit 1
 	fi
@@ -291,6 +305,7 @@ _main() {
 		exec gosu postgres "${BASH_SOURCE[0]}" postgres "$@"
 	fi
 	unset _PG_SESSION_JWT_CHECKED
+	docker_fetch_jwks
 	docker_create_db_directories
 	if [ -n "$DATABASE_ALREADY_EXISTS" ]; then
 		pg_log "$PGDATA already holds a database: skipping initialization and /docker-entrypoint-initdb.d"

@@ -7,6 +7,10 @@ The entrypoint runs this at every container start, before it touches the data di
 It reads, from the environment,
   PG_SESSION_JWT_JWK or PG_SESSION_JWT_JWK_FILE   the server-wide key: a public JWK or a JWKS
   PG_SESSION_JWT_AUDIENCE, PG_SESSION_JWT_ISSUER  required `aud` / `iss` of every token
+  PG_SESSION_JWT_JWKS_URL (+ _REFRESH_MIN, _CA_FILE, _ALLOW_HTTP, PG_SESSION_JWT_ALLOW_ANY_AUDIENCE)
+                                                  an identity provider's JWK Set instead of a
+                                                  JWK; backends read these from the server's
+                                                  environment, this only checks them
   PG_SESSION_JWT_CONFIG_YAML                      a settings YAML (default
                                                   /etc/postgresql/postgresql.yaml, if present)
 checks them, and writes one postgresql.conf fragment, which the image's postgresql.conf
@@ -188,6 +192,50 @@ def env_settings(env):
     return out
 
 
+JWKS_URL = "PG_SESSION_JWT_JWKS_URL"
+ANY_AUDIENCE = "PG_SESSION_JWT_ALLOW_ANY_AUDIENCE"
+
+
+def check_jwks(env, from_yaml):
+    """With PG_SESSION_JWT_JWKS_URL set: its variables checked, and the settings it implies.
+
+    Refused: a JWK as well (which key would count?), and no audience without
+    PG_SESSION_JWT_ALLOW_ANY_AUDIENCE=on (the provider signs tokens for the tenant's other
+    applications too). Implied: require_jti off unless the YAML sets it (identity providers'
+    jti is a string or absent). The URL itself is not written anywhere a client can read or
+    set: backends take it from the server's environment."""
+    url, _ = env_value(env, JWKS_URL)
+    if url is None:
+        return {}
+    jwk, source = env_value(env, "PG_SESSION_JWT_JWK", with_file=True)
+    if jwk is not None or "pg_session_jwt.jwk" in from_yaml:
+        raise UserError(f"{JWKS_URL} and {source or 'pg_session_jwt.jwk in the YAML'} are both "
+                        "set: keep one key source (the URL for an identity provider that "
+                        "rotates its keys)")
+    try:
+        from pg_session_jwt import jwks
+        from pg_session_jwt.errors import JwtError
+    except ImportError:
+        jwks = None
+    if jwks is not None:
+        try:
+            jwks.Config.from_env(env)
+            any_audience = jwks.flag(env, ANY_AUDIENCE)
+        except JwtError as exc:
+            raise UserError(exc.message) from None
+    else:
+        any_audience = (env.get(ANY_AUDIENCE) or "").lower() in ("on", "true", "yes", "1")
+    audience, _ = env_value(env, "PG_SESSION_JWT_AUDIENCE")
+    if audience is None and "pg_session_jwt.audience" not in from_yaml and not any_audience:
+        raise UserError(f"{JWKS_URL} is set but PG_SESSION_JWT_AUDIENCE is not: an identity "
+                        "provider signs tokens for its tenant's other applications too; set "
+                        "PG_SESSION_JWT_AUDIENCE to this database's audience (or "
+                        f"{ANY_AUDIENCE}=on if the issuer signs tokens for nothing else)")
+    if "pg_session_jwt.require_jti" in from_yaml:
+        return {}
+    return {"pg_session_jwt.require_jti": "off"}
+
+
 def yaml_path(env, default_yaml=DEFAULT_YAML):
     """The settings YAML to render: the variable's file (must exist), else the default if present."""
     named = env.get(YAML_VARIABLE) or None
@@ -205,6 +253,7 @@ def fragment(env, major, server, default_yaml=DEFAULT_YAML):
              "# Do not edit: it is replaced at the next start."]
     from_yaml = yaml_settings(path, major, server) if path else {}
     from_env = env_settings(env)
+    from_env.update(check_jwks(env, from_yaml))
     if from_yaml:
         lines += ["", f"# From {path}"] + [f"{k} = {v}" for k, v in from_yaml.items()]
     if from_env:

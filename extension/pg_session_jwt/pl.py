@@ -40,7 +40,7 @@ def capture(plpy, parallel_possible=True):
         if getattr(exc, "sqlstate", None) != "25000":
             raise
         raise JwtError(OBJECT_NOT_IN_PREREQUISITE_STATE, PARALLEL_MODE) from None
-    state.configure(rows[0])
+    state.configure(rows[0], plpy.log)
 
 
 def in_parallel_mode():

@@ -11,14 +11,21 @@ a transaction-scoped session is also bound to the transaction that made it (its 
 timestamp): set again in a later transaction on the same backend, it gives no
 identity. Any other value in the setting is a raw token (a gateway may put one there,
 as in the original) and is verified before use. Only the latest verified token is
-accepted again without a new jti, which keeps "jti strictly increasing" meaningful.
+accepted again without a new jti, which keeps "jti strictly increasing" meaningful; with
+`require_jti` off, earlier tokens stay in a bounded cache (cache.py) for pooled traffic
+that re-presents them.
+
+Without pg_session_jwt.jwk at connection start, the key source is the postmaster's
+PG_SESSION_JWT_JWKS_URL (jwks.py), when set: the URL is fixed for the server's life, the
+key set behind it follows the shared cache file, so a rotation reaches existing
+connections too.
 """
 
 import os
 
+from . import cache, jwks, keys, token
 from . import claims as claim_checks
-from . import keys, token
-from .encoding import json_dumps, json_loads
+from .encoding import b64url_decode, json_dumps, json_loads
 from .errors import (
     CHECK_VIOLATION,
     DATATYPE_MISMATCH,
@@ -180,42 +187,85 @@ class Backend:
     `current` is the entry the getters saw last (their per-row cache hit); `xact` arguments
     are callables returning the current transaction's stamp, called only when needed."""
 
-    def __init__(self):
+    def __init__(self, environ=None):
         self.settings = None
         self.current = None
         self.last_jti = 0
+        self.cache = cache.VerifiedCache()
+        self.environ = os.environ if environ is None else environ
+        self.log = None
         self._keys = None
+        self._jwks = None           # jwks.Config of the postmaster's environment
+        self._source = None         # jwks.Source, made on first use
         self._request = (None, None)
-        self._verified = None
+        self._verified = None       # the last verified session ...
+        self._verified_keys = None  # ... and the key set it was verified under
         self._handles = {}
 
-    def configure(self, values):
+    def configure(self, values, log=None):
         """Take the connection-start settings ({name: text}); only the first call counts."""
         if self.settings is None:
-            self.settings = Settings.from_text(values)
+            settings = Settings.from_text(values)
+            if not settings.jwk:
+                self._jwks = jwks.Config.from_env(self.environ)
+                if self._jwks is not None and not (values.get("require_jti") or "").strip():
+                    # Identity providers' jti is a string or absent.
+                    settings.require_jti = False
+            self.settings = settings
+            self.log = log
 
-    def keys(self):
-        """The parsed key set of pg_session_jwt.jwk, parsed on first use."""
-        if self._keys is None:
-            if not self.settings.jwk:
-                raise JwtError(NO_DATA, "Missing runtime parameter: pg_session_jwt.jwk")
+    def keys(self, now=None):
+        """The key set to verify with: pg_session_jwt.jwk's, parsed on first use, else the
+        JWKS URL's current one."""
+        if self._keys is not None:
+            return self._keys
+        if self.settings.jwk:
             self._keys = keys.parse(self.settings.jwk)
-        return self._keys
+            return self._keys
+        if self._jwks is None:
+            raise JwtError(NO_DATA, "Missing runtime parameter: pg_session_jwt.jwk (or set "
+                           f"{jwks.URL_VARIABLE} in the server's environment)")
+        if self._source is None:
+            if not self.settings.audience and not jwks.flag(self.environ,
+                                                            jwks.ANY_AUDIENCE_VARIABLE):
+                # An identity provider signs tokens for its tenant's other applications too.
+                raise JwtError(INVALID_PARAMETER_VALUE, f"{jwks.URL_VARIABLE} is set but no "
+                               "audience is required: set PG_SESSION_JWT_AUDIENCE to this "
+                               "database's audience, or PG_SESSION_JWT_ALLOW_ANY_AUDIENCE=on if "
+                               "the issuer signs tokens for nothing else")
+            self._source = jwks.Source(self._jwks, log=self.log)
+        return self._source.current(now)
 
     def verify(self, jwt, now, audit=None):
-        """The session of token `jwt`, verified unless it is the last verified one; `audit`
-        gets a log line."""
+        """The session of token `jwt`, verified unless it is the last verified one (under the
+        same key set) or, with require_jti off, in the cache; `audit` gets a log line."""
+        settings = self.settings
+        keyset = self.keys(now)
         verified = self._verified
-        if verified is not None and jwt == verified.token:
+        if verified is not None and jwt == verified.token and self._verified_keys is keyset:
             verified.check_expiry(now)
             return verified
-        settings = self.settings
-        claims, text = token.verify(jwt, self.keys(), settings.max_token_bytes)
+        if not settings.require_jti:
+            session = self.cache.get(jwt, keyset, now, settings.leeway)
+            if session is not None:
+                self._verified, self._verified_keys = session, keyset
+                return session
+        try:
+            claims, text = token.verify(jwt, keyset, settings.max_token_bytes)
+        except JwtError:
+            # A kid the set lacks: the issuer may have rotated; refresh (rate-limited), retry.
+            if self._source is None or not _unknown_kid(jwt, keyset) or \
+                    not self._source.unknown_kid(now):
+                raise
+            keyset = self._source.keyset
+            claims, text = token.verify(jwt, keyset, settings.max_token_bytes)
         jti = claim_checks.check(claims, settings, now, self.last_jti)
         session = Session(jwt, claims, text, claim_checks.expires(claims, settings.leeway), True)
         if jti is not None:
             self.last_jti = jti
-        self._verified = session
+        else:
+            self.cache.put(jwt, session, keyset, claims.get("nbf"))
+        self._verified, self._verified_keys = session, keyset
         # The getters' cache may hold the raw token this one replaces: an older token must
         # be verified again (and fail its jti) rather than hit that cache.
         self.current = None
@@ -245,7 +295,7 @@ class Backend:
     def lookup(self, jwt, request_claims, now, xact, audit=None):
         """The session the getters see: the handle's or the verified token's with a key,
         else (only when trusted at connection start) request.jwt.claims."""
-        if self.settings.jwk:
+        if self.settings.jwk or self._jwks is not None:
             if not jwt:
                 return None
             entry = self._handles.get(jwt)
@@ -276,3 +326,13 @@ class Backend:
         session = None if claims is None else Session(None, claims, text, None, False)
         self._request = (text, session)
         return session
+
+
+def _unknown_kid(jwt, keyset):
+    """Whether `jwt`'s header names a kid that `keyset` lacks (False when unreadable)."""
+    try:
+        header = json_loads(b64url_decode(jwt.split(".", 1)[0].encode("ascii")))
+    except (ValueError, UnicodeEncodeError):
+        return False
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return isinstance(kid, str) and kid not in keyset.by_kid

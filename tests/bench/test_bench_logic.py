@@ -219,3 +219,15 @@ def test_the_docs_show_every_target_as_declared():
 
     doc = (ROOT / "docs" / "benchmarks.md").read_text()
     assert targets.markdown() in doc, "docs/benchmarks.md is stale: paste `python -m bench.targets`"
+
+
+def test_pooled_scripts_differ_only_in_how_identity_is_set():
+    ours, baseline = (bench_pgbench.POOLED_SCRIPTS[k] for k in ("pg_session_jwt", "PostgREST"))
+    assert "random(0, 7)" in ours and ", true)" in ours
+    normalize = {"auth.jwt_session_init(token, true)": "IDENTITY",
+                 "set_config('request.jwt.claims', claims, true)": "IDENTITY",
+                 "notes_jwt": "notes", "notes_postgrest": "notes"}
+    for old, new in normalize.items():
+        ours, baseline = ours.replace(old, new), baseline.replace(old, new)
+    assert ours == baseline
+    assert "require_jti = off" in bench_pgbench.POOLED_SETUP

@@ -108,16 +108,16 @@ def test_compose_file_works_for_v1_and_v2():
         assert COMPOSE["services"][name]["image"].startswith("pg-session-jwt-dev-")
 
 
-def test_db_reads_the_key_the_tokens_service_publishes():
+def test_db_fetches_the_keys_the_tokens_service_publishes():
     db, tokens = COMPOSE["services"]["db"], COMPOSE["services"]["tokens"]
-    key_file = db["environment"]["PG_SESSION_JWT_JWK_FILE"]
-    db_mount = next(v for v in db["volumes"] if v.startswith("issuer-jwk:"))
-    tokens_mount = next(v for v in tokens["volumes"] if v.startswith("issuer-jwk:"))
-    assert db_mount.endswith(":ro")
-    assert key_file == db_mount.split(":")[1] + "/jwk.json"
-    assert tokens_mount.split(":")[1] == "/var/lib/dev-tokens/public"
+    env = db["environment"]
+    assert env["PG_SESSION_JWT_JWKS_URL"] == devstack.JWKS_URL
+    assert devstack.JWKS_URL.startswith("http://tokens:8080/")  # the service's own port
+    assert "PG_SESSION_JWT_JWK_FILE" not in env and "PG_SESSION_JWT_JWK" not in env
+    assert env["PG_SESSION_JWT_JWKS_ALLOW_HTTP"] == "on"
     # the private key has a volume of its own that db never mounts
-    assert not any(v.startswith("tokens-key:") for v in db["volumes"])
+    assert not any(v.startswith(("tokens-key:", "issuer-jwk:")) for v in db["volumes"])
+    assert any(v.startswith("tokens-key:") for v in tokens["volumes"])
 
 
 # --- compose commands ----------------------------------------------------------------------

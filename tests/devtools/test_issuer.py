@@ -11,6 +11,7 @@ import pytest
 from jwcrypto import jwk, jws
 
 from devtools import issuer as server
+from devtools.jwt import generate_key
 from runtime.errors import UserError
 
 
@@ -101,3 +102,73 @@ def test_http_errors(running):
     assert status == 400 and body.startswith("error: missing sub")
     status, _, body = get(f"{running}/nope")
     assert status == 404 and "/token?sub=alice" in body
+
+
+def post(url):
+    request = urllib.request.Request(url, method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
+
+
+def published_kids(base):
+    status, headers, body = get(f"{base}/.well-known/jwks.json")
+    assert status == 200 and headers["Cache-Control"] == f"public, max-age={server.JWKS_MAX_AGE}"
+    return [k["kid"] for k in json.loads(body)["keys"]]
+
+
+@pytest.fixture
+def ring_server(tmp_path):
+    clock = [1_800_000_000.0]
+    key = generate_key("ES256")
+    ring = server.KeyRing(key, tmp_path / "key", tmp_path / "public", clock=lambda: clock[0])
+    (tmp_path / "key").mkdir()
+    (tmp_path / "public").mkdir()
+    httpd = server.ThreadingHTTPServer(("127.0.0.1", 0), server.make_handler(ring))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", ring, clock, tmp_path
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_rotate_retires_the_old_key_at_once_by_default(ring_server):
+    base, ring, _, tmp_path = ring_server
+    old = ring.key.get("kid")
+    status, body = post(f"{base}/rotate")
+    answer = json.loads(body)
+    assert status == 200 and answer["retired"] == old and answer["published"] == [answer["kid"]]
+    assert published_kids(base) == [answer["kid"]]
+    token = get(f"{base}/token?sub=alice")[2].strip()
+    assert jws.JWS.from_jose_token(token).jose_header["kid"] == answer["kid"]
+    assert payload(token, ring.key)["sub"] == "alice"
+    assert jwk.JWK.from_json((tmp_path / "key" / "private.jwk.json").read_text()).get("kid") \
+        == answer["kid"]
+    assert [k["kid"] for k in json.loads((tmp_path / "public" / "jwks.json").read_text())["keys"]] \
+        == [answer["kid"]]
+
+
+def test_rotate_with_grace_keeps_the_old_key_published_until_it_ends(ring_server):
+    base, ring, clock, _ = ring_server
+    old = ring.key.get("kid")
+    status, body = post(f"{base}/rotate?grace=5m")
+    new = json.loads(body)["kid"]
+    assert published_kids(base) == [new, old]
+    clock[0] += 299
+    assert published_kids(base) == [new, old]
+    clock[0] += 2
+    assert published_kids(base) == [new]
+
+
+@pytest.mark.parametrize("query, message", [("grace=soon", "invalid grace"),
+                                            ("grace=2d", "over a day")])
+def test_rotate_refuses_bad_grace(ring_server, query, message):
+    base, ring, _, _ = ring_server
+    old = ring.key.get("kid")
+    status, body = post(f"{base}/rotate?{query}")
+    assert status == 400 and message in body
+    assert ring.key.get("kid") == old
+    assert post(f"{base}/elsewhere")[0] == 404

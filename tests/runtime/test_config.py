@@ -224,3 +224,47 @@ def test_main_writes_the_fragment(tmp_path, public):
     assert rc.main(["--major", "17", "--out", str(out)], env=env) == 0
     assert "pg_session_jwt.jwk = '{" in out.read_text()
     assert oct(out.stat().st_mode & 0o777) == "0o644"
+
+
+# --- a JWKS URL ----------------------------------------------------------------------------
+
+JWKS_ENV = {"PG_SESSION_JWT_JWKS_URL": "https://issuer.example/.well-known/jwks.json",
+            "PG_SESSION_JWT_AUDIENCE": "app"}
+
+
+def settings_lines(text):
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_jwks_url_turns_require_jti_off_and_is_not_written(tmp_path):
+    text = rc.fragment(JWKS_ENV, 17, FakeServer(), default_yaml=str(tmp_path / "absent.yaml"))
+    assert settings_lines(text) == ["pg_session_jwt.audience = 'app'",
+                                    "pg_session_jwt.require_jti = off"]
+    assert "issuer.example" not in text
+
+
+def test_jwks_url_keeps_require_jti_from_the_yaml(tmp_path):
+    path = write(tmp_path, "settings:\n  pg_session_jwt.require_jti: true\n")
+    env = {**JWKS_ENV, "PG_SESSION_JWT_CONFIG_YAML": path}
+    assert "require_jti = off" not in rc.fragment(env, 17, FakeServer())
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"PG_SESSION_JWT_AUDIENCE": ""}, "PG_SESSION_JWT_AUDIENCE is not"),
+    ({"PG_SESSION_JWT_JWK": json.dumps({"kty": "OKP", "crv": "Ed25519",
+                                        "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"})},
+     "are both set"),
+    ({"PG_SESSION_JWT_JWKS_URL": "http://issuer.example/jwks"}, "PG_SESSION_JWT_JWKS_ALLOW_HTTP=on"),
+    ({"PG_SESSION_JWT_JWKS_REFRESH_MIN": "soon"}, "whole number of seconds"),
+])
+def test_jwks_url_refusals_name_the_variable_and_the_fix(tmp_path, extra, words):
+    with pytest.raises(UserError, match=words):
+        rc.fragment({**JWKS_ENV, **extra}, 17, FakeServer(),
+                    default_yaml=str(tmp_path / "absent.yaml"))
+
+
+def test_jwks_url_allow_any_audience(tmp_path):
+    env = {"PG_SESSION_JWT_JWKS_URL": JWKS_ENV["PG_SESSION_JWT_JWKS_URL"],
+           "PG_SESSION_JWT_ALLOW_ANY_AUDIENCE": "on"}
+    text = rc.fragment(env, 17, FakeServer(), default_yaml=str(tmp_path / "absent.yaml"))
+    assert settings_lines(text) == ["pg_session_jwt.require_jti = off"]
