@@ -9,9 +9,10 @@ that only this backend's memory maps to the verified session, never the token, s
 that reads the setting learns nothing it could use on another connection. A handle of
 a transaction-scoped session is also bound to the transaction that made it (a stamp
 that changes at every transaction end, `pl.transaction_stamp`): set again in a later
-transaction on the same backend, it gives no identity. Any other value in the setting is a raw token (a gateway may put one there,
-as in the original) and is verified before use. Only the latest verified token is
-accepted again without a new jti, which keeps "jti strictly increasing" meaningful.
+transaction on the same backend, it gives no identity. Any other value in the setting
+is a raw token (a gateway may put one there, as in the original) and is verified before
+use. Only the latest verified token is accepted again without a new jti, which keeps
+"jti strictly increasing" meaningful.
 """
 
 import json
