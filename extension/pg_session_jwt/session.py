@@ -7,13 +7,13 @@ parsed once from them.
 What `pg_session_jwt.jwt` holds after `jwt_session_init` is a *handle*: a random name
 that only this backend's memory maps to the verified session, never the token, so code
 that reads the setting learns nothing it could use on another connection. A handle of
-a transaction-scoped session is also bound to the transaction that made it (its start
-timestamp): set again in a later transaction on the same backend, it gives no
-identity. Any other value in the setting is a raw token (a gateway may put one there,
-as in the original) and is verified before use. Only the latest verified token is
-accepted again without a new jti, which keeps "jti strictly increasing" meaningful; with
-`require_jti` off, earlier tokens stay in a bounded cache (cache.py) for pooled traffic
-that re-presents them.
+a transaction-scoped session is also bound to the transaction that made it (a stamp
+that changes at every transaction end, `pl.transaction_stamp`): set again in a later
+transaction on the same backend, it gives no identity. Any other value in the setting
+is a raw token (a gateway may put one there, as in the original) and is verified before
+use. Only the latest verified token is accepted again without a new jti, which keeps
+"jti strictly increasing" meaningful; with `require_jti` off, earlier tokens stay in a
+bounded cache (cache.py) for pooled traffic that re-presents them.
 
 Without pg_session_jwt.jwk at connection start, the key source is the postmaster's
 PG_SESSION_JWT_JWKS_URL (jwks.py), when set: the URL is fixed for the server's life, the

@@ -169,7 +169,9 @@ CASES = [
          "42804"),
     Case("kid with SQL", lambda c: signed(c.attacker, kid="x' or '1'='1'; drop table t; --"), "23514"),
     Case("kid with a path", lambda c: signed(c.attacker, kid="../../../../dev/null"), "23514"),
-    Case("kid with a NUL byte", lambda c: signed(c.attacker, kid=c.key.get("kid") + "\0"), "23514"),
+    # \u0000 in any JSON string of the token is refused while parsing (PostgreSQL text
+    # cannot hold it), before the kid is looked up.
+    Case("kid with a NUL byte", lambda c: signed(c.attacker, kid=c.key.get("kid") + "\0"), "42804"),
     Case("kid not a string", lambda c: signed(c.attacker, kid=["a", "b"]), "42804"),
     # Structure.
     Case("empty string", lambda c: "", "42804"),
