@@ -42,12 +42,14 @@ _is_sourced() {
 	[ "${#FUNCNAME[@]}" -ge 2 ] && [ "${FUNCNAME[0]}" = _is_sourced ] && [ "${FUNCNAME[1]}" = source ]
 }
 
-# `postgres --help`, `-V`, `-C name`, `--describe-config` only print: no initialization for them.
+# `postgres --help`, `-V`, `--describe-config` only print: no initialization for them. `-C name`
+# is left out, as upstream does: it needs the configuration, so it runs after initialization,
+# against the real configuration (`docker run IMAGE -C shared_buffers`).
 _pg_want_help() {
 	local arg
 	for arg; do
 		case "$arg" in
-			-'?' | --help | --describe-config | -V | --version | -C) return 0 ;;
+			-'?' | --help | --describe-config | -V | --version) return 0 ;;
 		esac
 	done
 	return 1
@@ -58,8 +60,8 @@ docker_setup_env() {
 	file_env POSTGRES_USER postgres
 	file_env POSTGRES_DB "$POSTGRES_USER"
 	file_env POSTGRES_INITDB_ARGS
-	: "${POSTGRES_HOST_AUTH_METHOD:=scram-sha-256}"
-	export POSTGRES_HOST_AUTH_METHOD
+	# Empty means "what password_encryption says", decided in pg_setup_hba_conf.
+	: "${POSTGRES_HOST_AUTH_METHOD:=}"
 	DATABASE_ALREADY_EXISTS=
 	if [ -s "$PGDATA/PG_VERSION" ]; then
 		DATABASE_ALREADY_EXISTS=true
@@ -87,6 +89,30 @@ docker_verify_minimum_env() {
 			         POSTGRES_PASSWORD and leave POSTGRES_HOST_AUTH_METHOD unset.
 			********************************************************************************
 		EOF
+	fi
+}
+
+# From 18 on (PG_SESSION_JWT_LEGACY_PGDATA is set by the build only there) data belongs below
+# /var/lib/postgresql/<major>/; a cluster at the old /var/lib/postgresql/data, with nothing at
+# PGDATA, is a volume left from an image of an older major: initializing an empty PGDATA
+# beside it would look like lost data. Refused, as the official image does.
+docker_verify_layout() {
+	local legacy=${PG_SESSION_JWT_LEGACY_PGDATA:-}
+	[ -n "$legacy" ] || return 0
+	case "$PGDATA/" in "$legacy"/*) return 0 ;; esac
+	if [ -s "$legacy/PG_VERSION" ]; then
+		cat >&2 <<-EOF
+			pg-session-jwt: error: PostgreSQL $PG_MAJOR keeps its data in $PGDATA (the official image's
+			    layout from 18 on: one volume at /var/lib/postgresql, one directory per major), but
+			    there is a PostgreSQL $(< "$legacy/PG_VERSION") database at $legacy (a mount or volume from
+			    an older image), which this container would not use.
+			    To move it to PostgreSQL $PG_MAJOR, upgrade it with pg_upgrade (both majors' binaries
+			    are needed; see https://github.com/docker-library/postgres/issues/37), or dump it
+			    with the old image and restore it here. Then mount one volume at /var/lib/postgresql.
+			    To keep using that directory as it is, set PGDATA=$legacy (and run the image of
+			    its major).
+		EOF
+		exit 1
 	fi
 }
 
@@ -131,7 +157,7 @@ docker_create_db_directories() {
 	if [ "$(stat -c %u "$PGDATA")" != "$uid" ]; then
 		pg_error "$PGDATA belongs to uid $(stat -c %u "$PGDATA") but this container runs as uid $uid:" \
 			"mount a directory owned by uid $uid there, or set PGDATA to a new subdirectory of the" \
-			"volume (e.g. PGDATA=/var/lib/postgresql/data/pgdata)"
+			"volume (e.g. PGDATA=$PGDATA/pgdata)"
 		exit 1
 	fi
 	[ -n "$DATABASE_ALREADY_EXISTS" ] || chmod 0700 "$PGDATA"
@@ -158,9 +184,10 @@ docker_init_database_dir() {
 		args+=(--waldir="$POSTGRES_INITDB_WALDIR")
 	fi
 	# The password reaches initdb through a pipe, never a file. POSTGRES_INITDB_ARGS comes last
-	# so that its options win; it is word-split on purpose.
-	# shellcheck disable=SC2086
-	initdb "${args[@]}" --no-sync --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") $POSTGRES_INITDB_ARGS
+	# so that its options win, and it is evaluated by the shell, as upstream does, so that
+	# quoted values work: POSTGRES_INITDB_ARGS='--locale-provider=icu --icu-locale="en-US"'.
+	# (The container's own environment is trusted: whoever sets it runs the container.)
+	eval 'initdb "${args[@]}" --no-sync --pwfile=<(printf "%s\n" "$POSTGRES_PASSWORD") '"$POSTGRES_INITDB_ARGS"
 	# initdb's own sync fsyncs its ~1000 files one by one (half of its run time); one syncfs of
 	# the file system(s) holding them makes the new cluster just as durable, on every major
 	# (initdb --sync-method=syncfs exists from 17 on only).
@@ -171,21 +198,35 @@ docker_init_database_dir() {
 	fi
 }
 
-# Connections from other hosts: password (scram-sha-256) unless POSTGRES_HOST_AUTH_METHOD says.
+# Connections from other hosts: POSTGRES_HOST_AUTH_METHOD, by default the method that matches
+# how passwords are stored (password_encryption, with the container's own arguments and the
+# run-time configuration: `-c password_encryption=md5` gives md5 rules), as upstream does.
 pg_setup_hba_conf() {
-	printf '\n# Added by the image (POSTGRES_HOST_AUTH_METHOD)\nhost all all all %s\n' \
-		"$POSTGRES_HOST_AUTH_METHOD" >> "$PGDATA/pg_hba.conf"
+	local auth
+	auth=$(postgres -c config_file="$MAIN_CONF" -C password_encryption "$@")
+	: "${POSTGRES_HOST_AUTH_METHOD:=$auth}"
+	{
+		printf '\n# Added by the image (POSTGRES_HOST_AUTH_METHOD)\n'
+		if [ "$POSTGRES_HOST_AUTH_METHOD" = trust ]; then
+			printf '# warning: trust is enabled for all connections\n'
+			printf '# see https://www.postgresql.org/docs/current/auth-trust.html\n'
+		fi
+		printf 'host all all all %s\n' "$POSTGRES_HOST_AUTH_METHOD"
+	} >> "$PGDATA/pg_hba.conf"
 }
 
 # The initialization server listens on the Unix socket only: nothing outside the container
 # (nor the TCP healthcheck) sees a half-initialized database.
+# NOTIFY_SOCKET is cleared for it so that a process supervisor (systemd, `podman run
+# --sd-notify`) is told "ready" by the final server only.
 docker_temp_server_start() {
 	set -- -c config_file="$MAIN_CONF" "$@" -c listen_addresses='' -p "${PGPORT:-5432}"
-	pg_ctl -D "$PGDATA" -o "$(printf '%q ' "$@")" -w start
+	NOTIFY_SOCKET='' PGUSER="${PGUSER:-$POSTGRES_USER}" \
+		pg_ctl -D "$PGDATA" -o "$(printf '%q ' "$@")" -w start
 }
 
 docker_temp_server_stop() {
-	pg_ctl -D "$PGDATA" -m fast -w stop
+	PGUSER="${PGUSER:-postgres}" pg_ctl -D "$PGDATA" -m fast -w stop
 }
 
 # docker_process_sql [psql options]: run SQL from standard input (or -f FILE) as the superuser,
@@ -215,8 +256,11 @@ docker_setup_db() {
 	fi
 }
 
-# docker_process_init_files FILE...: run each by its kind, in the order given.
+# docker_process_init_files FILE...: run each by its kind, in the order given. Sourced *.sh
+# files get this script's functions and, as upstream gives them, the `psql` array:
+# "${psql[@]}" -c '...' runs SQL like docker_process_sql.
 docker_process_init_files() {
+	psql=(docker_process_sql)
 	local f
 	for f; do
 		case "$f" in
@@ -248,9 +292,15 @@ _init_failed() {
 docker_initialize() {
 	# A failed initdb removes what it wrote; a failure after it leaves a data directory that
 	# looks initialized, so say so.
+	# An unreadable /docker-entrypoint-initdb.d would fail after initdb; find out before it.
+	if ! ls /docker-entrypoint-initdb.d/ > /dev/null; then
+		pg_error "/docker-entrypoint-initdb.d cannot be read by uid $(id -u): make the mounted" \
+			"directory readable (chmod o+rx) and start again; nothing in $PGDATA was changed"
+		exit 1
+	fi
 	docker_init_database_dir
 	trap _init_failed ERR
-	pg_setup_hba_conf
+	pg_setup_hba_conf "$@"
 	export PGPASSWORD="${PGPASSWORD:-$POSTGRES_PASSWORD}"
 	docker_temp_server_start "$@"
 	docker_setup_db
@@ -281,6 +331,7 @@ _main() {
 		if [ -n "$DATABASE_ALREADY_EXISTS" ]; then
 			docker_verify_data_major
 		else
+			docker_verify_layout
 			docker_verify_minimum_env
 		fi
 		docker_write_runtime_config

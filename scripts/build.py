@@ -49,6 +49,10 @@ def build_args(entry, mx, base, ext_version):
         "PG_MAJOR": str(entry.major),
         "SUITE": entry.suite,
         "PACKAGES": " ".join(mx.common_packages + entry.packages),
+        "PGDATA": entry.pgdata,
+        "PG_VOLUME": entry.volume,
+        # Checked by the entrypoint only where the layout moved: data found there is refused.
+        "LEGACY_PGDATA": matrix.OLD_PGDATA if entry.major_dir_layout else "",
         "EXT_VERSION": ext_version,
         "REVISION": git_revision(),
         "CREATED": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
