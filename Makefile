@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PG ?=
 PYTEST_ARGS ?=
+REGISTRY ?=
+REPLICA ?=
 
 .PHONY: help
 help:  ## list the targets
@@ -39,9 +41,13 @@ stress: images  ## load, fault and fuzzing tests (full size)
 bench: images  ## benchmarks against their baselines (results in bench-results/)
 	$(PY) -m scripts.bench $(BENCH_ARGS)
 
+.PHONY: push
+push: venv  ## push every tag of every major (or PG=17) to REGISTRY=host:port[/path]
+	$(PY) -m scripts.push --registry "$(REGISTRY)" $(if $(PG),--pg $(PG))
+
 .PHONY: run
-run: venv  ## start the local development stack and print how to use it (PG=15 for another major)
-	$(PY) -m scripts.devstack up $(if $(PG),--pg $(PG))
+run: venv  ## start the dev stack and print how to use it (PG=15: another major; REPLICA=1: a standby too)
+	$(PY) -m scripts.devstack up $(if $(PG),--pg $(PG)) $(if $(REPLICA),--replica)
 
 .PHONY: stop
 stop: venv  ## stop the local development stack and remove its volumes
