@@ -44,7 +44,7 @@ _is_sourced() {
 
 # `postgres --help`, `-V`, `--describe-config` only print: no initialization for them. `-C name`
 # is left out, as upstream does: it needs the configuration, so it runs after initialization,
-# against the real configuration (`docker run IMAGE -C shared_buffers`).
+# against the real configuration (`docker run -v data:... IMAGE -C shared_buffers`).
 _pg_want_help() {
 	local arg
 	for arg; do
@@ -53,6 +53,21 @@ _pg_want_help() {
 		esac
 	done
 	return 1
+}
+
+# _pg_server_args ARG...: the arguments without `-C name`, into the array server_args. The
+# initialization server and the password_encryption query get these: `-C` is for the final
+# command only (upstream passes it on, and its initialization server then fails to start).
+_pg_server_args() {
+	server_args=()
+	while [ $# -gt 0 ]; do
+		case "$1" in
+			-C) shift ;;
+			-C*) ;;
+			*) server_args+=("$1") ;;
+		esac
+		shift
+	done
 }
 
 docker_setup_env() {
@@ -202,8 +217,9 @@ docker_init_database_dir() {
 # how passwords are stored (password_encryption, with the container's own arguments and the
 # run-time configuration: `-c password_encryption=md5` gives md5 rules), as upstream does.
 pg_setup_hba_conf() {
-	local auth
-	auth=$(postgres -c config_file="$MAIN_CONF" -C password_encryption "$@")
+	local auth server_args
+	_pg_server_args "$@"
+	auth=$(postgres -c config_file="$MAIN_CONF" "${server_args[@]}" -C password_encryption)
 	: "${POSTGRES_HOST_AUTH_METHOD:=$auth}"
 	{
 		printf '\n# Added by the image (POSTGRES_HOST_AUTH_METHOD)\n'
@@ -220,7 +236,9 @@ pg_setup_hba_conf() {
 # NOTIFY_SOCKET is cleared for it so that a process supervisor (systemd, `podman run
 # --sd-notify`) is told "ready" by the final server only.
 docker_temp_server_start() {
-	set -- -c config_file="$MAIN_CONF" "$@" -c listen_addresses='' -p "${PGPORT:-5432}"
+	local server_args
+	_pg_server_args "$@"
+	set -- -c config_file="$MAIN_CONF" "${server_args[@]}" -c listen_addresses='' -p "${PGPORT:-5432}"
 	NOTIFY_SOCKET='' PGUSER="${PGUSER:-$POSTGRES_USER}" \
 		pg_ctl -D "$PGDATA" -o "$(printf '%q ' "$@")" -w start
 }
