@@ -19,8 +19,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 	export PGHOST=$PRIMARY_HOST PGUSER=${POSTGRES_USER:-postgres} PGDATABASE=postgres
 	export PGPASSWORD=${POSTGRES_PASSWORD:?the replica needs db\'s POSTGRES_PASSWORD}
 	# A slot left by an earlier replica (its volume removed, db's kept) is taken over.
-	slot_exists=$(gosu postgres psql -XtAq --set slot="$SLOT" \
-		-c "select 1 from pg_replication_slots where slot_name = :'slot'" 2>&1) || {
+	slot_exists=$(gosu postgres psql -XtAq --set slot="$SLOT" 2>&1 \
+		<<< "select 1 from pg_replication_slots where slot_name = :'slot'") || {
 		echo "replica: cannot query db ($slot_exists)" >&2
 		exit 1
 	}

@@ -1,0 +1,114 @@
+"""The dev stack's streaming replica (`make run REPLICA=1`): the `replica` compose profile
+copies db with pg_basebackup, streams through a replication slot as a hot standby, and —
+since the extension writes nothing — gives the same identity and the same rows through Row
+Level Security for the same token as the primary. One stack per major, random host ports,
+logs kept when a test failed, `down -v` always.
+"""
+
+import io
+import time
+import uuid
+
+import psycopg
+import pytest
+from test_devstack import Stack, free_ports, save_logs
+
+from scripts import devstack, matrix
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def stack(pg_major, image, docker_client, request):
+    db_port, pooler_port, tokens_port, replica_port = free_ports(4)
+    env = {"PG_MAJOR": str(pg_major), "PGJWT_PROJECT": f"pgjwt-test-{uuid.uuid4().hex[:10]}",
+           "PGJWT_DB_PORT": str(db_port), "PGJWT_POOLER_PORT": str(pooler_port),
+           "PGJWT_TOKENS_PORT": str(tokens_port), "PGJWT_REPLICA_PORT": str(replica_port),
+           "PGJWT_IMAGE_REPO": image.rpartition(":")[0]}
+    mx = matrix.load()
+    settings = devstack.Settings.from_env(env, mx, replica=True)
+    compose = devstack.detect_compose()
+    failed_before = request.session.testsfailed
+    started = False
+    try:
+        printed = devstack.up(settings, mx, docker_client, compose, out=io.StringIO())
+        started = True
+        yield Stack(settings, compose, printed)
+    finally:
+        if not started or request.session.testsfailed > failed_before:
+            save_logs(settings, compose)
+        devstack.down(settings, compose)
+
+
+def admin(stack, service):
+    s = stack.settings
+    return psycopg.connect(s.url(service, "postgres", s.postgres_password), autocommit=True,
+                           connect_timeout=10)
+
+
+def wait_replayed(stack, timeout=60):
+    """Block until the standby has replayed everything the primary has written so far."""
+    with admin(stack, "db") as conn:
+        lsn = conn.execute("select pg_current_wal_lsn()").fetchone()[0]
+    deadline = time.monotonic() + timeout
+    with admin(stack, devstack.REPLICA) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute("select pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]).fetchone()[0]:
+                return
+            time.sleep(0.2)
+    pytest.fail(f"the replica did not replay up to {lsn} within {timeout}s")
+
+
+def as_user(stack, service, token, sql):
+    """Rows of `sql` run as `app` after jwt_session_init(token) on `service`."""
+    with stack.connect(service, autocommit=True) as conn:
+        conn.execute("select auth.jwt_session_init(%s)", [token])
+        return conn.execute(sql).fetchall()
+
+
+def test_printed_text_gives_the_replicas_connection_string(stack):
+    assert f"  replica: {stack.settings.url(devstack.REPLICA)}" in stack.printed
+
+
+def test_replica_is_a_hot_standby_streaming_through_a_slot(stack):
+    with admin(stack, "db") as conn:
+        assert conn.execute("select slot_name, active from pg_replication_slots").fetchall() \
+            == [("replica", True)]
+        assert conn.execute("select state from pg_stat_replication").fetchall() == [("streaming",)]
+    with admin(stack, devstack.REPLICA) as conn:
+        assert conn.execute("select pg_is_in_recovery()").fetchone() == (True,)
+        # the same server-wide key as db, from the same environment
+        assert conn.execute("select count(*) from pg_extension "
+                            "where extname = 'pg_session_jwt'").fetchone() == (1,)
+
+
+def test_same_token_same_identity_and_rows_on_primary_and_standby(stack):
+    for sub, titles in (("alice", ["a1", "a2"]), ("bob", ["b1"])):
+        with stack.connect("db", autocommit=True) as conn:
+            conn.execute("select auth.jwt_session_init(%s)", [stack.token(sub)])
+            for title in titles:
+                conn.execute("insert into todos (title) values (%s)", [title])
+    wait_replayed(stack)
+    sql = "select auth.user_id(), owner, title from todos order by title"
+    for sub, titles in (("alice", ["a1", "a2"]), ("bob", ["b1"])):
+        token = stack.token(sub)
+        primary = as_user(stack, "db", token, sql)
+        standby = as_user(stack, devstack.REPLICA, token, sql)
+        assert primary == standby == [(sub, sub, t) for t in titles]
+    # Without a session the standby shows nothing, as the primary does.
+    with stack.connect(devstack.REPLICA, autocommit=True) as conn:
+        assert conn.execute("select count(*) from todos").fetchone() == (0,)
+
+
+def test_standby_refuses_writes_and_forged_tokens(stack):
+    token = stack.token("mallory")
+    with stack.connect(devstack.REPLICA, autocommit=True) as conn:
+        conn.execute("select auth.jwt_session_init(%s)", [token])
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("insert into todos (title) values ('x')")
+    header, payload, signature = stack.token("alice").split(".")
+    forged = ".".join([header, payload, signature[:-4] + ("AAAA" if signature[-4:] != "AAAA"
+                                                           else "BBBB")])
+    with stack.connect(devstack.REPLICA, autocommit=True) as conn:
+        with pytest.raises(psycopg.Error):
+            conn.execute("select auth.jwt_session_init(%s)", [forged])
