@@ -330,21 +330,15 @@ docker_initialize() {
 	docker_temp_server_stop
 	unset PGPASSWORD
 	trap - ERR
-	pg_log "initialization complete; starting the server"
+	pg_log "initialization complete"
 }
 
-_main() {
-	# `docker run IMAGE -c key=value`: the arguments are for postgres.
-	if [ "${1:0:1}" = - ]; then
-		set -- postgres "$@"
-	fi
-	if [ "$1" != postgres ] || _pg_want_help "$@"; then
-		exec "$@"
-	fi
-	shift
+# docker_prepare postgres ARG...: what comes before initialization, for this entrypoint and
+# docker-ensure-initdb.sh. Everything that can refuse the start runs once (as root when started
+# as root), before anything is written to the data directory; then the directories, and as
+# root the switch to postgres by re-executing the running script ($0) with the same arguments.
+docker_prepare() {
 	docker_setup_env
-	# Everything that can refuse the start runs once (as root when started as root), before
-	# anything is written to the data directory.
 	if [ -z "${_PG_SESSION_JWT_CHECKED:-}" ]; then
 		if [ -n "$DATABASE_ALREADY_EXISTS" ]; then
 			docker_verify_data_major
@@ -357,15 +351,28 @@ _main() {
 	if [ "$(id -u)" = 0 ]; then
 		docker_create_db_directories
 		export _PG_SESSION_JWT_CHECKED=1
-		exec gosu postgres "${BASH_SOURCE[0]}" postgres "$@"
+		exec gosu postgres "$0" "$@"
 	fi
 	unset _PG_SESSION_JWT_CHECKED
 	docker_create_db_directories
+}
+
+_main() {
+	# `docker run IMAGE -c key=value`: the arguments are for postgres.
+	if [ "${1:0:1}" = - ]; then
+		set -- postgres "$@"
+	fi
+	if [ "$1" != postgres ] || _pg_want_help "$@"; then
+		exec "$@"
+	fi
+	docker_prepare "$@"
+	shift
 	if [ -n "$DATABASE_ALREADY_EXISTS" ]; then
 		pg_log "$PGDATA already holds a database: skipping initialization and /docker-entrypoint-initdb.d"
 	else
 		docker_initialize "$@"
 	fi
+	pg_log "starting the server"
 	exec postgres -c config_file="$MAIN_CONF" "$@"
 }
 

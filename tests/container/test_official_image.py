@@ -169,8 +169,42 @@ def test_dash_capital_c_runs_after_initialization_with_the_real_configuration(
         environment={"POSTGRES_PASSWORD": DEFAULT_PASSWORD}, timeout=120)
     lines = out.strip().splitlines()
     assert code == 0, out
-    assert "pg-session-jwt: initialization complete; starting the server" in out
+    assert "pg-session-jwt: initialization complete" in out
     assert lines[-1] == "3072"  # postgres -C prints work_mem in kB
+
+
+@pytest.mark.destructive
+def test_ensure_initdb_initializes_once_and_enforce_initdb_refuses_existing_data(
+        docker_client, image, entry, volume, start_container):
+    mount = {volume: {"bind": entry.volume, "mode": "rw"}}
+    env = {"POSTGRES_PASSWORD": DEFAULT_PASSWORD, "POSTGRES_DB": "appdb"}
+
+    def run(script):
+        return containers.run_once(docker_client, image, [script], entrypoint=None,
+                                   volumes=mount, environment=env, timeout=120)
+
+    code, out = run("docker-ensure-initdb.sh")
+    assert code == 0 and "initialization complete" in out, out
+    assert "starting the server" not in out
+    code, out = run("docker-ensure-initdb.sh")
+    assert code == 0 and "already holds a database: nothing to initialize" in out, out
+    before = listing(docker_client, image, volume, entry.volume)
+    code, out = run("docker-enforce-initdb.sh")
+    assert code == 1 and "docker-enforce-initdb.sh initializes only an empty data directory" in out
+    assert listing(docker_client, image, volume, entry.volume) == before
+    pg = start_container(image, volumes=mount)  # the server starts on what ensure made
+    assert "skipping initialization" in pg.logs()
+    with pg.connect(dbname="appdb") as conn:
+        assert conn.execute("select count(*) from pg_extension "
+                            "where extname = 'pg_session_jwt'").fetchone() == (1,)
+
+
+def test_enforce_initdb_initializes_an_empty_volume(docker_client, image, entry, volume):
+    code, out = containers.run_once(
+        docker_client, image, ["docker-enforce-initdb.sh"], entrypoint=None,
+        volumes={volume: {"bind": entry.volume, "mode": "rw"}},
+        environment={"POSTGRES_PASSWORD": DEFAULT_PASSWORD}, timeout=120)
+    assert code == 0 and "initialization complete" in out, out
 
 
 def test_help_and_version_still_skip_initialization(docker_client, image, pg_major):
