@@ -1,10 +1,11 @@
 """scripts/push.py without a registry: REGISTRY values, and failures named before any push."""
 
 import socket
+import subprocess
 
 import pytest
 
-from scripts import push
+from scripts import matrix, push
 from scripts.errors import UserError
 
 
@@ -41,3 +42,21 @@ def test_unreachable_registry_names_the_address():
 def test_main_refuses_a_bad_registry_before_docker(capsys):
     assert push.main(["--registry", "not a registry"]) == 2
     assert "REGISTRY='not a registry'" in capsys.readouterr().err
+
+
+def make_dry_run(*args):
+    result = subprocess.run(["make", "-n", "-C", str(matrix.ROOT), *args],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_push_passes_registry_and_major():
+    out = make_dry_run("push", "REGISTRY=host:5000/team", "PG=17")
+    assert '-m scripts.push --registry "host:5000/team" --pg 17' in out
+    assert "--pg" not in make_dry_run("push", "REGISTRY=host:5000")
+
+
+def test_make_run_replica_passes_the_flag():
+    assert "-m scripts.devstack up --replica" in make_dry_run("run", "REPLICA=1").replace("  ", " ")
+    assert "--replica" not in make_dry_run("run")
