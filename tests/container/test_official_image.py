@@ -99,6 +99,24 @@ def test_data_at_the_old_place_is_refused_from_18_on(docker_client, image, entry
         assert conn.execute("show data_directory").fetchone() == (matrix.OLD_PGDATA,)
 
 
+@pytest.mark.destructive
+def test_arbitrary_uid_with_the_default_pgdata(docker_client, image, entry, volume,
+                                               start_container):
+    """From 18 on PGDATA is below the volume, so `--user` needs nothing else (the uid creates
+    its own directory); before, PGDATA is the volume's root, which that uid does not own, and
+    the refusal says what to do."""
+    mount = {volume: {"bind": entry.volume, "mode": "rw"}}
+    pg = start_container(image, user="4321:0", volumes=mount, wait=entry.major_dir_layout)
+    if entry.major_dir_layout:
+        with pg.connect() as conn:
+            assert conn.execute("show data_directory").fetchone() == (entry.pgdata,)
+        assert pg.exec(["stat", "-c", "%u", entry.pgdata])[1].strip() == "4321"
+    else:
+        assert pg.wait_exit() == 1
+        assert "but this container runs as uid 4321" in pg.logs()
+        assert f"PGDATA={entry.pgdata}/pgdata" in pg.logs()
+
+
 # --- the entrypoint, function by function -------------------------------------------------
 
 # Sourced (no execute bit): uses the `psql` array and docker_process_sql as upstream's init
