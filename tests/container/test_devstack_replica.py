@@ -6,6 +6,8 @@ logs kept when a test failed, `down -v` always.
 """
 
 import io
+import os
+import subprocess
 import time
 import uuid
 
@@ -112,3 +114,26 @@ def test_standby_refuses_writes_and_forged_tokens(stack):
     with stack.connect(devstack.REPLICA, autocommit=True) as conn:
         with pytest.raises(psycopg.Error):
             conn.execute("select auth.jwt_session_init(%s)", [forged])
+
+
+@pytest.mark.destructive
+def test_a_new_replica_takes_over_the_slot_and_catches_up(stack, docker_client):
+    """The replica's container and volume removed, db kept (its slot stays): the next start
+    copies db again through the same slot, and streams. Runs last: it replaces the replica."""
+    s = stack.settings
+    remove = devstack.compose_command(stack.compose, s.project, "rm", "-s", "-f", devstack.REPLICA)
+    subprocess.run(remove, env={**os.environ, **s.compose_env(all_profiles=True)}, check=True,
+                   capture_output=True)
+    docker_client.volumes.get(f"{s.project}_replica-data").remove()
+    with admin(stack, "db") as conn:
+        assert conn.execute("select active from pg_replication_slots "
+                            "where slot_name = 'replica'").fetchone() == (False,)
+    devstack.run_compose(stack.compose, s, "up", "-d", "--no-build", devstack.REPLICA)
+    devstack.wait_healthy(docker_client, s, timeout=120)
+    wait_replayed(stack)
+    with admin(stack, "db") as conn:
+        assert conn.execute("select slot_name, active from pg_replication_slots").fetchall() \
+            == [("replica", True)]
+    token = stack.token("alice")
+    sql = "select owner, title from todos order by title"
+    assert as_user(stack, devstack.REPLICA, token, sql) == [("alice", "a1"), ("alice", "a2")]
