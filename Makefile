@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PG ?=
 PYTEST_ARGS ?=
+REGISTRY ?=
+REPLICA ?=
 
 .PHONY: help
 help:  ## list the targets and where things live
@@ -15,7 +17,8 @@ help:  ## list the targets and where things live
 	  "  extension/  the extension: runs in every backend (control, sql/, pg_session_jwt/)" \
 	  "  images/     what ships: versions.yaml (the matrix), postgresql.yaml, Dockerfile, entrypoint" \
 	  "  runtime/    Python run in the container before the server (config check, renderer)" \
-	  "  builder/    the build host (python -m builder.build)" \
+	  "  builder/    the build host (python -m builder.build, builder.push)" \
+	  "  deploy/     cnpg/: a CloudNativePG Cluster using the image" \
 	  "  devtools/   token tool (python -m devtools.jwt), dev stack, dev issuer" \
 	  "  bench/      benchmarks (python -m bench.run); targets in docs/benchmarks.md" \
 	  "  tests/      mirrors the packages; tests/support/ is shared test code"
@@ -50,9 +53,13 @@ stress: images  ## load, fault and fuzzing tests (full size)
 bench: images  ## benchmarks against their baselines (results in bench-results/)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+.PHONY: push
+push: venv  ## push every tag of every major (or PG=17) to REGISTRY=host:port[/path]
+	$(PY) -m builder.push --registry "$(REGISTRY)" $(if $(PG),--pg $(PG))
+
 .PHONY: run
-run: venv  ## start the local development stack and print how to use it (PG=15 for another major)
-	$(PY) -m devtools.devstack up $(if $(PG),--pg $(PG))
+run: venv  ## start the dev stack and print how to use it (PG=15: another major; REPLICA=1: a standby too)
+	$(PY) -m devtools.devstack up $(if $(PG),--pg $(PG)) $(if $(REPLICA),--replica)
 
 .PHONY: stop
 stop: venv  ## stop the local development stack and remove its volumes

@@ -62,6 +62,10 @@ def build_args(entry, mx, base, base_digest):
         "BASE_DIGEST": base_digest,
         "PG_MAJOR": str(entry.major),
         "PACKAGES": " ".join(mx.common_packages + entry.packages),
+        "PGDATA": entry.pgdata,
+        "PG_VOLUME": entry.volume,
+        # Checked by the entrypoint only where the layout moved: data found there is refused.
+        "LEGACY_PGDATA": matrix.OLD_PGDATA if entry.major_dir_layout else "",
     }
 
 

@@ -14,7 +14,19 @@ from devtools.jwt import pgoptions_value
 from runtime.errors import UserError
 
 DEFAULT_PASSWORD = "pg-session-jwt-test"
-PGDATA = "/var/lib/postgresql/data"  # the images' data directory (their VOLUME)
+
+
+def data_layout(client, image):
+    """(VOLUME, PGDATA) that `image` declares: one directory before 18; from 18 on PGDATA is
+    /var/lib/postgresql/<major>/docker below VOLUME /var/lib/postgresql (scripts/matrix.py).
+    Mount a volume at the first to keep the data."""
+    config = client.images.get(image).attrs["Config"]
+    volumes = list(config.get("Volumes") or {})
+    env = dict(item.split("=", 1) for item in config.get("Env") or [])
+    if len(volumes) != 1 or "PGDATA" not in env:
+        raise UserError(f"{image} declares volumes {volumes} and PGDATA {env.get('PGDATA')!r}; "
+                        "expected one VOLUME and PGDATA (is it an image of this project?)")
+    return volumes[0], env["PGDATA"]
 
 
 @dataclass

@@ -14,6 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = ROOT / "images" / "versions.yaml"
 DEFAULT_REPO = "pg-session-jwt"
 
+# The official image moved its data in 18: PGDATA=/var/lib/postgresql/<major>/docker under
+# VOLUME /var/lib/postgresql (pg_ctlcluster's layout), so that one mount holds every major's
+# directory and `pg_upgrade --link` works across them without crossing a mount point.
+# https://github.com/docker-library/postgres/pull/1259
+MAJOR_DIR_LAYOUT_FROM = 18
+# Where data lived before that, and where majors below the cutoff keep it.
+OLD_PGDATA = "/var/lib/postgresql/data"
+DATA_ROOT = "/var/lib/postgresql"
+
 
 @dataclass(frozen=True)
 class Major:
@@ -23,6 +32,21 @@ class Major:
     suite: str
     packages: tuple
     is_default: bool
+
+    @property
+    def major_dir_layout(self):
+        """Whether this major uses the official image's 18+ layout (see MAJOR_DIR_LAYOUT_FROM)."""
+        return self.major >= MAJOR_DIR_LAYOUT_FROM
+
+    @property
+    def pgdata(self):
+        """The image's default PGDATA."""
+        return f"{DATA_ROOT}/{self.major}/docker" if self.major_dir_layout else OLD_PGDATA
+
+    @property
+    def volume(self):
+        """The image's VOLUME: the directory a user mounts to keep the data."""
+        return DATA_ROOT if self.major_dir_layout else OLD_PGDATA
 
     def tag(self, repo=DEFAULT_REPO):
         """The image tag users pin: `<repo>:<major>`."""
@@ -47,6 +71,10 @@ class Matrix:
     @property
     def default(self):
         return next(m for m in self.majors if m.is_default)
+
+    def entry(self, major):
+        """The entry of one major (an int or its text), or a UserError naming the known ones."""
+        return self.select([major])[0]
 
     def select(self, wanted):
         """The entries for `wanted` majors (all when empty), or a UserError naming the known ones."""

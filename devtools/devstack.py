@@ -1,12 +1,15 @@
 """The local development stack in compose/: what `make run`, `make stop` and `make logs` do.
 
-    python -m devtools.devstack up [--pg 17]   build what is missing, start, wait, print how to use it
+    python -m devtools.devstack up [--pg 17] [--replica]
+                                              build what is missing, start, wait, print how to use
+                                              it; --replica adds a hot standby of db
     python -m devtools.devstack down           remove the stack's containers, volumes and network
     python -m devtools.devstack logs           follow the stack's logs
 
 Settings come from the environment, all optional: PG_MAJOR (default: the matrix default),
 PGJWT_PROJECT (compose project, default pg-session-jwt), PGJWT_DB_PORT, PGJWT_POOLER_PORT,
-PGJWT_TOKENS_PORT (host ports on 127.0.0.1, defaults 55432, 56432, 58080), PGJWT_POOL_SIZE,
+PGJWT_TOKENS_PORT, PGJWT_REPLICA_PORT (host ports on 127.0.0.1, defaults 55432, 56432, 58080,
+55433), PGJWT_POOL_SIZE,
 PGJWT_IMAGE_REPO (repository of the db image, default pg-session-jwt),
 PGJWT_POSTGRES_PASSWORD and PGJWT_APP_PASSWORD (development defaults). The same names are
 what compose/docker-compose.yml reads, so plain compose and this module agree.
@@ -33,13 +36,15 @@ from runtime.errors import UserError, failed
 
 COMPOSE_FILE = matrix.ROOT / "compose" / "docker-compose.yml"
 SERVICES = ("db", "tokens", "pooler")
+# In the compose profile of the same name: started only by `up --replica` (`make run REPLICA=1`).
+REPLICA = "replica"
 HELPER_SERVICES = ("tokens", "pooler")  # their images are built here; db's by builder/build.py
 DB_NAME = "demo"
 APP_USER = "app"
 TOKEN_TTL = 3600
 # service → (environment variable, default host port); defaults stay clear of 5432.
 PORTS = {"db": ("PGJWT_DB_PORT", 55432), "pooler": ("PGJWT_POOLER_PORT", 56432),
-         "tokens": ("PGJWT_TOKENS_PORT", 58080)}
+         "tokens": ("PGJWT_TOKENS_PORT", 58080), REPLICA: ("PGJWT_REPLICA_PORT", 55433)}
 SCOPE = "devstack"
 # Where db fetches the issuer's keys (compose/docker-compose.yml), on the stack's network.
 JWKS_URL = "http://tokens:8080/.well-known/jwks.json"
@@ -56,18 +61,33 @@ class Settings:
     app_password: str = "app"
     pool_size: int = 10
     image_repo: str = matrix.DEFAULT_REPO
+    replica: bool = False
+    data_volume: str = matrix.OLD_PGDATA  # where db's image declares its VOLUME
+
+    @property
+    def services(self):
+        """The services this stack runs."""
+        return SERVICES + ((REPLICA,) if self.replica else ())
+
+    @property
+    def active_ports(self):
+        """{service: host port} of the services this stack runs."""
+        return {s: p for s, p in self.ports.items() if s in self.services}
 
     @classmethod
-    def from_env(cls, environ, mx, pg=None):
-        """Settings from `environ` (and --pg), checked, with errors that name the variable."""
+    def from_env(cls, environ, mx, pg=None, replica=False):
+        """Settings from `environ` (and --pg, --replica), checked, with errors that name the
+        variable."""
         wanted = pg or environ.get("PG_MAJOR")
-        major = mx.select([wanted])[0].major if wanted else mx.default.major
+        entry = mx.entry(wanted) if wanted else mx.default
+        major = entry.major
         ports = {}
         for service, (var, default) in PORTS.items():
             ports[service] = _int_setting(environ, var, default, 1, 65535)
         if len(set(ports.values())) != len(ports):
             raise UserError(f"host ports must differ: {ports}; set PGJWT_DB_PORT, "
-                            "PGJWT_POOLER_PORT and PGJWT_TOKENS_PORT to distinct values")
+                            "PGJWT_POOLER_PORT, PGJWT_TOKENS_PORT and PGJWT_REPLICA_PORT to "
+                            "distinct values")
         project = environ.get("PGJWT_PROJECT", "pg-session-jwt")
         if not project or not all(c.isalnum() or c in "-_" for c in project) \
                 or project != project.lower():
@@ -76,11 +96,16 @@ class Settings:
                    postgres_password=environ.get("PGJWT_POSTGRES_PASSWORD", "postgres"),
                    app_password=environ.get("PGJWT_APP_PASSWORD", "app"),
                    pool_size=_int_setting(environ, "PGJWT_POOL_SIZE", 10, 1, 10000),
-                   image_repo=environ.get("PGJWT_IMAGE_REPO") or matrix.DEFAULT_REPO)
+                   image_repo=environ.get("PGJWT_IMAGE_REPO") or matrix.DEFAULT_REPO,
+                   replica=replica, data_volume=entry.volume)
 
-    def compose_env(self, base_image=None):
-        """The variables compose/docker-compose.yml interpolates, for this stack."""
+    def compose_env(self, base_image=None, all_profiles=False):
+        """The variables compose/docker-compose.yml interpolates, for this stack. The replica's
+        profile is enabled when this stack has one, or for `all_profiles` (so that `down`
+        removes a replica whatever `up` was given)."""
         env = {
+            "COMPOSE_PROFILES": REPLICA if self.replica or all_profiles else "",
+            "PGJWT_DATA_VOLUME": self.data_volume,
             "PG_MAJOR": str(self.major),
             "PGJWT_IMAGE_REPO": self.image_repo,
             "PGJWT_POSTGRES_PASSWORD": self.postgres_password,
@@ -135,9 +160,9 @@ def compose_command(compose, project, *args):
     return [*compose, "-p", project, "-f", str(COMPOSE_FILE), *args]
 
 
-def run_compose(compose, settings, *args, base_image=None, check=True):
+def run_compose(compose, settings, *args, base_image=None, check=True, all_profiles=False):
     """Run compose with this stack's settings in its environment; output goes to the terminal."""
-    env = {**os.environ, **settings.compose_env(base_image)}
+    env = {**os.environ, **settings.compose_env(base_image, all_profiles)}
     result = subprocess.run(compose_command(compose, settings.project, *args), env=env)
     if check and result.returncode != 0:
         raise UserError(f"`{' '.join([*compose, *args])}` failed (exit {result.returncode}); "
@@ -236,7 +261,7 @@ def wait_healthy(client, settings, timeout=240, poll=1.0):
     while time.monotonic() < deadline:
         containers = project_containers(client, settings.project)
         states = stack_state(containers)
-        if all(states.get(s) in ("healthy", "running") for s in SERVICES):
+        if all(states.get(s) in ("healthy", "running") for s in settings.services):
             return states
         failure = failed_service(containers)
         if failure:
@@ -304,6 +329,8 @@ def usage_text(settings, jwk_json, tokens):
         f"Connection strings (role {APP_USER}: Row Level Security applies to it):",
         f"  direct: {settings.url('db')}",
         f"  pooler: {settings.url('pooler')}   (pgbouncer, transaction mode)",
+        *([f"  replica: {settings.url(REPLICA)}   (hot standby of db: read-only, same key; "
+           "RLS gives the same rows for the same token)"] if settings.replica else []),
         f"  admin:  {settings.url('db', 'postgres', settings.postgres_password)}"
         "   (superuser: bypasses RLS)",
         "",
@@ -364,7 +391,7 @@ def up(settings, mx, client, compose, out=sys.stdout, timeout=240):
 
     running = [c for c in project_containers(client, settings.project) if c.status == "running"]
     if not running:
-        busy = busy_ports(settings.ports)
+        busy = busy_ports(settings.active_ports)
         if busy:
             raise busy_ports_error(busy)
     ensure_db_image(client, mx, settings.major, settings.image_repo)
@@ -387,12 +414,13 @@ def up(settings, mx, client, compose, out=sys.stdout, timeout=240):
 
 def down(settings, compose):
     say(SCOPE, f"removing compose project {settings.project} with its volumes")
-    run_compose(compose, settings, "down", "-v", "--remove-orphans")
+    run_compose(compose, settings, "down", "-v", "--remove-orphans", all_profiles=True)
 
 
 def logs(settings, compose):
     try:
-        run_compose(compose, settings, "logs", "-f", "--tail", "100", check=False)
+        run_compose(compose, settings, "logs", "-f", "--tail", "100", check=False,
+                    all_profiles=True)
     except KeyboardInterrupt:
         pass
 
@@ -401,12 +429,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m devtools.devstack",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("up", "down", "logs"))
+    parser.add_argument("--replica", action="store_true",
+                        help="also start `replica`, a hot standby streaming from db (up only)")
     parser.add_argument("--pg", metavar="MAJOR", help="Postgres major (default: PG_MAJOR or the "
                         "default in images/versions.yaml)")
     args = parser.parse_args(argv)
     try:
         mx = matrix.load()
-        settings = Settings.from_env(os.environ, mx, args.pg)
+        settings = Settings.from_env(os.environ, mx, args.pg, replica=args.replica)
         client = connect()  # first, for its plain message when there is no Docker
         if args.command == "up":
             up(settings, mx, client, detect_compose())

@@ -31,6 +31,21 @@ def test_labels_come_from_the_matrix_the_control_file_and_the_manifest(entry):
     assert labels[build.PACKAGES_LABEL] == f"postgresql-{entry.major}=1-1"
 
 
+@pytest.mark.parametrize("entry", matrix.load().majors, ids=lambda m: f"pg{m.major}")
+def test_data_layout_build_args_follow_the_matrix_entry(entry):
+    args = build.build_args(entry, matrix.load(), "base", "9.9.9")
+    assert (args["PGDATA"], args["PG_VOLUME"]) == (entry.pgdata, entry.volume)
+    # The entrypoint refuses data at the old place only where the layout moved.
+    assert args["LEGACY_PGDATA"] == (matrix.OLD_PGDATA if entry.major_dir_layout else "")
+
+
+def test_dockerfile_takes_the_layout_from_build_args():
+    text = (matrix.ROOT / build.DOCKERFILE).read_text()
+    assert "PGDATA=${PGDATA}" in text and "\nVOLUME ${PG_VOLUME}\n" in text
+    code = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    assert not any("/var/lib/postgresql/data" in line or "VOLUME /" in line for line in code)
+
+
 def test_extension_version_is_the_control_files_default_version():
     control = (matrix.ROOT / "extension" / "pg_session_jwt.control").read_text()
     assert f"default_version = '{build.extension_version()}'" in control

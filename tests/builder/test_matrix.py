@@ -74,3 +74,23 @@ def test_bad_files_name_file_and_line(tmp_path, text, line, message):
 def test_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="cannot read"):
         matrix.load(tmp_path / "nope.yaml")
+
+
+def test_data_layout_moves_at_the_cutoff(tmp_path):
+    """Below MAJOR_DIR_LAYOUT_FROM: PGDATA is the VOLUME, /var/lib/postgresql/data; from it on,
+    as the official image: PGDATA /var/lib/postgresql/<major>/docker below VOLUME
+    /var/lib/postgresql. Derived from the major, never listed per major."""
+    cut = matrix.MAJOR_DIR_LAYOUT_FROM
+    text = GOOD.replace("  17:\n", f"  {cut}:\n").replace("default: 17", f"default: {cut}")
+    old, new = matrix.load(write(tmp_path, text)).majors
+    assert (old.pgdata, old.volume) == ("/var/lib/postgresql/data", "/var/lib/postgresql/data")
+    assert (new.pgdata, new.volume) == (f"/var/lib/postgresql/{cut}/docker", "/var/lib/postgresql")
+    later = matrix.Major(cut + 3, "sid", (), False)
+    assert later.major_dir_layout and later.pgdata == f"/var/lib/postgresql/{cut + 3}/docker"
+
+
+def test_entry_by_major(tmp_path):
+    mx = matrix.load(write(tmp_path, GOOD))
+    assert mx.entry("15").suite == "bookworm" and mx.entry(17).major == 17
+    with pytest.raises(UserError, match="known majors are 15, 17"):
+        mx.entry(16)

@@ -26,8 +26,9 @@ def test_defaults_come_from_the_matrix_and_stay_clear_of_5432():
     s = settings()
     assert s.major == MX.default.major
     assert s.project == "pg-session-jwt"
-    assert s.ports == {"db": 55432, "pooler": 56432, "tokens": 58080}
+    assert s.ports == {"db": 55432, "pooler": 56432, "tokens": 58080, "replica": 55433}
     assert 5432 not in s.ports.values()
+    assert s.data_volume == MX.default.volume
 
 
 def test_major_from_pg_major_or_the_option():
@@ -95,7 +96,7 @@ def test_compose_file_defaults_match_this_module():
 
 def test_compose_file_works_for_v1_and_v2():
     assert "version" not in COMPOSE  # compose spec: read by v1.27+ and v2
-    assert set(COMPOSE["services"]) == set(devstack.SERVICES)
+    assert set(COMPOSE["services"]) == {*devstack.SERVICES, devstack.REPLICA}
     for name, service in COMPOSE["services"].items():
         for port in service["ports"]:
             assert port.startswith("127.0.0.1:"), (name, port)
@@ -285,3 +286,44 @@ def test_helper_builds_refuse_unexpected_build_arguments():
     doc["services"]["pooler"]["build"]["args"]["EXTRA"] = "x"
     with pytest.raises(UserError, match="pooler: expected BASE_IMAGE"):
         devstack.helper_builds(doc, "base")
+
+
+# --- the replica ------------------------------------------------------------------------------
+
+def test_replica_is_a_profile_that_up_enables_and_down_always_removes():
+    replica = COMPOSE["services"][devstack.REPLICA]
+    assert replica["profiles"] == [devstack.REPLICA]
+    assert all(devstack.REPLICA not in s.get("profiles", []) for n, s in COMPOSE["services"].items()
+               if n != devstack.REPLICA)
+    assert settings().compose_env()["COMPOSE_PROFILES"] == ""
+    assert settings().compose_env(all_profiles=True)["COMPOSE_PROFILES"] == devstack.REPLICA
+    with_replica = devstack.Settings.from_env({}, MX, replica=True)
+    assert with_replica.compose_env()["COMPOSE_PROFILES"] == devstack.REPLICA
+    assert with_replica.services == (*devstack.SERVICES, devstack.REPLICA)
+    assert devstack.REPLICA not in settings().active_ports
+
+
+def test_replica_shares_db_image_environment_and_key_but_not_its_data():
+    db, replica = COMPOSE["services"]["db"], COMPOSE["services"][devstack.REPLICA]
+    assert replica["image"] == db["image"]
+    assert replica["environment"] == db["environment"]
+    assert replica["depends_on"] == {"db": {"condition": "service_healthy"}}
+    data = [v for v in replica["volumes"] if v.startswith("replica-data:")]
+    assert data and not any(v.startswith("db-data:") for v in replica["volumes"])
+    # the same mount point as db's data: the image's VOLUME for the major
+    assert data[0].split(":", 1)[1] == next(v for v in db["volumes"]
+                                            if v.startswith("db-data:")).split(":", 1)[1]
+
+
+@pytest.mark.parametrize("entry", MX.majors, ids=lambda m: f"pg{m.major}")
+def test_data_volume_follows_the_major(entry):
+    s = devstack.Settings.from_env({"PG_MAJOR": str(entry.major)}, MX)
+    assert s.compose_env()["PGJWT_DATA_VOLUME"] == entry.volume
+
+
+def test_printed_text_names_the_replica_only_when_it_runs():
+    tokens = {"alice": "a.b.c", "bob": "d.e.f"}
+    assert "replica:" not in devstack.usage_text(settings(), "{}", tokens)
+    with_replica = devstack.Settings.from_env({"PGJWT_REPLICA_PORT": "6001"}, MX, replica=True)
+    text = devstack.usage_text(with_replica, "{}", tokens)
+    assert "  replica: postgresql://app:app@127.0.0.1:6001/demo" in text

@@ -113,7 +113,8 @@ def test_a_data_volume_keeps_working_with_another_image_of_the_same_major(
     version) are what this checks, so a rebuild that breaks one of them fails it."""
     volume = docker_client.volumes.create(name=f"pgjwt-{uuid.uuid4().hex[:10]}",
                                           labels={"io.pg-session-jwt.test": "1"})
-    mount = {volume.name: {"bind": "/var/lib/postgresql/data", "mode": "rw"}}
+    data_volume, pgdata = containers.data_layout(docker_client, image)
+    mount = {volume.name: {"bind": data_volume, "mode": "rw"}}
     key = keys["EdDSA"]
     oldest = script_versions()[0]
     started = []
@@ -132,7 +133,7 @@ def test_a_data_volume_keeps_working_with_another_image_of_the_same_major(
 
         second = start_container(other_tag_of(docker_client, image), volumes=mount)
         started.append(second)
-        code, out = second.exec(["stat", "-c", "%u:%g", "/var/lib/postgresql/data/PG_VERSION"])
+        code, out = second.exec(["stat", "-c", "%u:%g", f"{pgdata}/PG_VERSION"])
         assert (code, out.strip()) == (0, "999:999"), out
         with second.connect(jwk=public_jwk(key)) as conn:
             assert conn.execute("select count(*), max(id) from public.notes").fetchone() == (1000, 1000)

@@ -58,10 +58,11 @@ class Resources:
         self.networks.append(net)
         return net.name
 
-    def volume(self):
+    def volume(self, image):
+        """A new named volume, as a mount at the VOLUME `image` declares."""
         vol = self.client.volumes.create(f"pgjwt-{uuid.uuid4().hex[:10]}", labels=LABELS)
         self.volumes.append(vol)
-        return {vol.name: {"bind": containers.PGDATA, "mode": "rw"}}
+        return {vol.name: {"bind": containers.data_layout(self.client, image)[0], "mode": "rw"}}
 
     def cleanup(self, keep_logs):
         for pg in self.containers:

@@ -170,10 +170,10 @@ def scalar(pg, sql, *args, **connect):
 
 # --- the image -----------------------------------------------------------------------------
 
-def test_image_declares_port_volume_stop_signal_and_healthcheck(docker_client, image):
+def test_image_declares_port_volume_stop_signal_and_healthcheck(docker_client, image, pg_major):
     config = docker_client.images.get(image).attrs["Config"]
     assert "5432/tcp" in config["ExposedPorts"]
-    assert DATA in config["Volumes"]
+    assert list(config["Volumes"]) == [matrix.load().entry(pg_major).volume]
     assert config["StopSignal"] == "SIGINT"
     assert config["Healthcheck"]["Test"] == ["CMD", "healthcheck.sh"]
     assert config["Entrypoint"] == ["docker-entrypoint.sh"] and config["Cmd"] == ["postgres"]

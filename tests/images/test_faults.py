@@ -68,7 +68,7 @@ def interrupt_load(resources, image, stress_scale, fault):
     volume; returns (run, stats, old container, new container)."""
     _, seconds = stress_scale
     clients = load.make_clients(FAULT_CLIENTS)
-    volume = resources.volume()
+    volume = resources.volume(image)
     pg = start_with_load(resources, image, clients, volumes=volume)
     run = load.Load(clients, seconds=600).start()
     wait_for(lambda: run.acknowledged() >= 200 and time.monotonic() - run.started >= seconds / 2,
@@ -142,14 +142,15 @@ def integrity_problems(pg):
 def test_full_data_directory_is_a_clear_error_and_recovers(pg_major, image, resources,
                                                           write_result):
     clients = load.make_clients(4)
+    pgdata = containers.data_layout(resources.client, image)[1]
     pg = start_with_load(resources, image, clients, environment={"POSTGRES_INITDB_WALDIR": WALDIR},
-                         tmpfs={containers.PGDATA: "size=128m"})
+                         tmpfs={pgdata: "size=128m"})
     with pg.connect() as conn:
         conn.execute("create extension amcheck")
     run = load.Load(clients, seconds=600, expected={"53100"}).start()
     try:
         wait_for(lambda: run.rows_acknowledged() >= 100, 120, "100 acknowledged rows")
-        filler = f"{containers.PGDATA}/filler"
+        filler = f"{pgdata}/filler"
         code, out = pg.exec(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"])
         assert code != 0 and "No space left on device" in out, out
         wait_for(lambda: run.error_count("53100") >= 10, 120, "10 disk-full errors")

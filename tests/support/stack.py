@@ -57,15 +57,15 @@ class Stack:
 
 
 @contextmanager
-def running_stack(pg_major, image, docker_client, request, **extra_env):
-    """A started dev stack of `image` (a Stack), removed on exit; `extra_env` adds settings."""
-    db_port, pooler_port, tokens_port = free_ports(3)
+def running_stack(pg_major, image, docker_client, request, replica=False):
+    """A started dev stack of `image` (a Stack), removed on exit; `replica` adds the standby."""
+    db_port, pooler_port, tokens_port, replica_port = free_ports(4)
     env = {"PG_MAJOR": str(pg_major), "PGJWT_PROJECT": f"pgjwt-test-{uuid.uuid4().hex[:10]}",
            "PGJWT_DB_PORT": str(db_port), "PGJWT_POOLER_PORT": str(pooler_port),
-           "PGJWT_TOKENS_PORT": str(tokens_port), "PGJWT_POOL_SIZE": "1",
-           "PGJWT_IMAGE_REPO": image.rpartition(":")[0], **extra_env}
+           "PGJWT_TOKENS_PORT": str(tokens_port), "PGJWT_REPLICA_PORT": str(replica_port),
+           "PGJWT_POOL_SIZE": "1", "PGJWT_IMAGE_REPO": image.rpartition(":")[0]}
     mx = matrix.load()
-    settings = devstack.Settings.from_env(env, mx)
+    settings = devstack.Settings.from_env(env, mx, replica=replica)
     compose = devstack.detect_compose()
     failed_before = request.session.testsfailed
     started = False
