@@ -390,8 +390,16 @@ class Source:
             return
         document = Document(config.url, text, now, max_age(headers, now, config.refresh_min))
         old = self.keyset
-        write_atomically(self.cache_path, document.to_json())
-        self.reload()
+        try:
+            write_atomically(self.cache_path, document.to_json())
+            self.reload()
+        except OSError as exc:
+            # This process still uses what it fetched; the others fetch for themselves.
+            self._say(f"pg_session_jwt: cannot write {self.cache_path} ({exc.strerror}): the "
+                      "run directory must be writable by the server's user")
+            if old is None or document.jwks != self.document.jwks:
+                self.keyset = keyset
+            self.document = document
         if old is None:
             self._say(f"pg_session_jwt: fetched the key set from {config.url}: kids "
                       f"{', '.join(kids(keyset))}; next refresh in {document.max_age} s")

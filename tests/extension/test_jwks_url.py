@@ -285,6 +285,14 @@ def test_a_client_cannot_make_the_server_fetch_elsewhere(setup, new_key):
     assert elsewhere.hits() == []
 
 
+def test_request_claims_give_no_identity(setup):
+    """PostgREST's setting is trusted only without any key source; a URL is one."""
+    pg, _, _ = setup
+    with app(pg) as conn:
+        conn.execute("""set request.jwt.claims = '{"sub": "mallory"}'""")
+        assert conn.execute("select auth.user_id(), auth.session()").fetchone() == (None, None)
+
+
 def test_http_needs_allow_http(image, network, start_container, issuers, old_key):
     plain = issuers(tls=False)
     plain.publish(old_key)

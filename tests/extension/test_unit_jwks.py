@@ -398,3 +398,17 @@ def test_unreachable_port_is_unreachable(monkeypatch, tmp_path, capsys):
         port = sock.getsockname()[1]
     assert run_main(monkeypatch, tmp_path, f"http://127.0.0.1:{port}/jwks.json") == 0
     assert "cannot reach the issuer" in capsys.readouterr().err
+
+
+def test_request_claims_are_not_trusted_with_a_jwks_url(tmp_path, clock, monkeypatch, old_key):
+    state = backend(tmp_path, Issuer(old_key), clock, monkeypatch)
+    assert state.lookup(None, '{"sub": "mallory"}', clock.now) is None
+
+
+def test_unwritable_run_directory_still_serves_this_backend(tmp_path, clock, old_key):
+    issuer = Issuer(old_key)
+    lines = []
+    source = backend_source(tmp_path, issuer, clock, log=lines.append)
+    source.cache_path = str(tmp_path / "missing-dir" / jwks.CACHE_NAME)
+    assert kids(source.current()) == {old_key.get("kid")}
+    assert "cannot write" in lines[0]
