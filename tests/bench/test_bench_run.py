@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.container, pytest.mark.slow]
 def test_quick_bench_runs_every_container_scenario(tmp_path, capsys, docker_client, request):
     default = matrix.load().default.major
     status = bench.main(["--quick", "--pg", str(default), "--out", str(tmp_path),
-                         "--repo", request.config.getoption("--image-repo"),
+                         "--image-repo", request.config.getoption("--image-repo"),
                          "--only", "cold", "warm", "rows", "pgbench", "pooled"])
     out = capsys.readouterr().out
     assert status == 0, out

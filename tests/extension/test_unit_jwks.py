@@ -402,7 +402,7 @@ def test_unreachable_port_is_unreachable(monkeypatch, tmp_path, capsys):
 
 def test_request_claims_are_not_trusted_with_a_jwks_url(tmp_path, clock, monkeypatch, old_key):
     state = backend(tmp_path, Issuer(old_key), clock, monkeypatch)
-    assert state.lookup(None, '{"sub": "mallory"}', clock.now) is None
+    assert state.lookup(None, '{"sub": "mallory"}', clock.now, lambda: 0) is None
 
 
 def test_unwritable_run_directory_still_serves_this_backend(tmp_path, clock, old_key):
