@@ -76,5 +76,5 @@ lint: venv  ## ruff on the Python, bash -n on the shell scripts
 
 .PHONY: clean
 clean:  ## remove the venv, test logs, bench results and this project's images
-	rm -rf $(VENV) tests/logs bench-results .pytest_cache .ruff_cache
+	rm -rf $(VENV) tests/logs bench-results .pytest_cache .ruff_cache *.egg-info
 	-docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^pg-session-jwt(-base|-dev-[a-z]+|-bench-baseline)?:' | xargs -r docker rmi
