@@ -13,10 +13,11 @@ from scripts import bench, matrix
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 
-def test_quick_bench_runs_every_container_scenario(tmp_path, capsys, docker_client):
+def test_quick_bench_runs_every_container_scenario(tmp_path, capsys, docker_client, request):
     default = matrix.load().default.major
     status = bench.main(["--quick", "--pg", str(default), "--out", str(tmp_path),
-                         "--only", "cold", "warm", "rows", "pgbench"])
+                         "--only", "cold", "warm", "rows", "pgbench",
+                         "--image-repo", request.config.getoption("--image-repo")])
     out = capsys.readouterr().out
     assert status == 0, out
     data = json.loads((tmp_path / "latest.json").read_text())
