@@ -1,19 +1,33 @@
-# The front door. Every target a person types is the one CI runs; logic lives in scripts/.
+# The front door. Every target a person types is the one CI runs; logic lives in the Python
+# packages (runtime/, builder/, devtools/, bench/), never here.
 .DEFAULT_GOAL := help
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PG ?=
 PYTEST_ARGS ?=
+REGISTRY ?=
+REPLICA ?=
 
 .PHONY: help
-help:  ## list the targets
+help:  ## list the targets and where things live
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@printf '\nWhere things live (README.md, "Layout"):\n'
+	@printf '%s\n' \
+	  "  extension/  the extension: runs in every backend (control, sql/, pg_session_jwt/)" \
+	  "  images/     what ships: versions.yaml (the matrix), postgresql.yaml, Dockerfile, entrypoint" \
+	  "  runtime/    Python run in the container before the server (config check, renderer)" \
+	  "  builder/    the build host (python -m builder.build, builder.push)" \
+	  "  deploy/     cnpg/: a CloudNativePG Cluster using the image" \
+	  "  devtools/   token tool (python -m devtools.jwt), dev stack, dev issuer" \
+	  "  bench/      benchmarks (python -m bench.run); targets in docs/benchmarks.md" \
+	  "  tests/      mirrors the packages; tests/support/ is shared test code"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --editable .
 	touch $@
 
 .PHONY: venv
@@ -21,11 +35,11 @@ venv: $(VENV)/.installed  ## create .venv from the pinned requirements
 
 .PHONY: images
 images: venv  ## build every major in images/versions.yaml
-	$(PY) -m scripts.build
+	$(PY) -m builder.build
 
 .PHONY: image
 image: venv  ## build one major: make image PG=17
-	$(PY) -m scripts.build --pg $(PG)
+	$(PY) -m builder.build --pg $(PG)
 
 .PHONY: test
 test: images  ## build the images, then run unit and container tests for every major
@@ -37,24 +51,28 @@ stress: images  ## load, fault and fuzzing tests (full size)
 
 .PHONY: bench
 bench: images  ## benchmarks against their baselines (results in bench-results/)
-	$(PY) -m scripts.bench $(BENCH_ARGS)
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+.PHONY: push
+push: venv  ## push every tag of every major (or PG=17) to REGISTRY=host:port[/path]
+	$(PY) -m builder.push --registry "$(REGISTRY)" $(if $(PG),--pg $(PG))
 
 .PHONY: run
-run: venv  ## start the local development stack and print how to use it (PG=15 for another major)
-	$(PY) -m scripts.devstack up $(if $(PG),--pg $(PG))
+run: venv  ## start the dev stack and print how to use it (PG=15: another major; REPLICA=1: a standby too)
+	$(PY) -m devtools.devstack up $(if $(PG),--pg $(PG)) $(if $(REPLICA),--replica)
 
 .PHONY: stop
 stop: venv  ## stop the local development stack and remove its volumes
-	$(PY) -m scripts.devstack down
+	$(PY) -m devtools.devstack down
 
 .PHONY: logs
 logs: venv  ## follow the development stack's logs
-	$(PY) -m scripts.devstack logs
+	$(PY) -m devtools.devstack logs
 
 .PHONY: lint
 lint: venv  ## ruff on the Python, bash -n on the shell scripts
-	$(PY) -m ruff check scripts tests extension compose
-	for f in images/*.sh compose/*/*.sh .ci/run; do bash -n "$$f" || exit 1; done
+	$(PY) -m ruff check runtime builder devtools bench tests extension
+	for f in images/*.sh compose/*/*.sh bench/*/*.sh .ci/run; do bash -n "$$f" || exit 1; done
 
 .PHONY: clean
 clean:  ## remove the venv, test logs, bench results and this project's images

@@ -3,7 +3,8 @@
 # _FILE variants, /docker-entrypoint-initdb.d, `-c` pass-through, postgres as PID 1) plus
 # ours: the extension created at initialization, and the run-time configuration (server-wide
 # JWK, audience, issuer, a mounted settings YAML) checked and written at every start by
-# scripts/runtime_config.py before anything touches the data directory.
+# runtime/config.py before anything touches the data directory, and the JWKS URL's
+# key set fetched before the server starts.
 #
 # Started as root it fixes ownership and re-executes itself as postgres (gosu); started with
 # `--user <uid>` it runs as that uid. Init scripts may source this file to reuse its functions.
@@ -42,15 +43,32 @@ _is_sourced() {
 	[ "${#FUNCNAME[@]}" -ge 2 ] && [ "${FUNCNAME[0]}" = _is_sourced ] && [ "${FUNCNAME[1]}" = source ]
 }
 
-# `postgres --help`, `-V`, `-C name`, `--describe-config` only print: no initialization for them.
+# `postgres --help`, `-V`, `--describe-config` only print: no initialization for them. `-C name`
+# is left out, as upstream does: it needs the configuration, so it runs after initialization,
+# against the real configuration (`docker run -v data:... IMAGE -C shared_buffers`).
 _pg_want_help() {
 	local arg
 	for arg; do
 		case "$arg" in
-			-'?' | --help | --describe-config | -V | --version | -C) return 0 ;;
+			-'?' | --help | --describe-config | -V | --version) return 0 ;;
 		esac
 	done
 	return 1
+}
+
+# _pg_server_args ARG...: the arguments without `-C name`, into the array server_args. The
+# initialization server and the password_encryption query get these: `-C` is for the final
+# command only (upstream passes it on, and its initialization server then fails to start).
+_pg_server_args() {
+	server_args=()
+	while [ $# -gt 0 ]; do
+		case "$1" in
+			-C) shift ;;
+			-C*) ;;
+			*) server_args+=("$1") ;;
+		esac
+		shift
+	done
 }
 
 docker_setup_env() {
@@ -58,8 +76,8 @@ docker_setup_env() {
 	file_env POSTGRES_USER postgres
 	file_env POSTGRES_DB "$POSTGRES_USER"
 	file_env POSTGRES_INITDB_ARGS
-	: "${POSTGRES_HOST_AUTH_METHOD:=scram-sha-256}"
-	export POSTGRES_HOST_AUTH_METHOD
+	# Empty means "what password_encryption says", decided in pg_setup_hba_conf.
+	: "${POSTGRES_HOST_AUTH_METHOD:=}"
 	DATABASE_ALREADY_EXISTS=
 	if [ -s "$PGDATA/PG_VERSION" ]; then
 		DATABASE_ALREADY_EXISTS=true
@@ -90,6 +108,30 @@ docker_verify_minimum_env() {
 	fi
 }
 
+# From 18 on (PG_SESSION_JWT_LEGACY_PGDATA is set by the build only there) data belongs below
+# /var/lib/postgresql/<major>/; a cluster at the old /var/lib/postgresql/data, with nothing at
+# PGDATA, is a volume left from an image of an older major: initializing an empty PGDATA
+# beside it would look like lost data. Refused, as the official image does.
+docker_verify_layout() {
+	local legacy=${PG_SESSION_JWT_LEGACY_PGDATA:-}
+	[ -n "$legacy" ] || return 0
+	case "$PGDATA/" in "$legacy"/*) return 0 ;; esac
+	if [ -s "$legacy/PG_VERSION" ]; then
+		cat >&2 <<-EOF
+			pg-session-jwt: error: PostgreSQL $PG_MAJOR keeps its data in $PGDATA (the official image's
+			    layout from 18 on: one volume at /var/lib/postgresql, one directory per major), but
+			    there is a PostgreSQL $(< "$legacy/PG_VERSION") database at $legacy (a mount or volume from
+			    an older image), which this container would not use.
+			    To move it to PostgreSQL $PG_MAJOR, upgrade it with pg_upgrade (both majors' binaries
+			    are needed; see https://github.com/docker-library/postgres/issues/37), or dump it
+			    with the old image and restore it here. Then mount one volume at /var/lib/postgresql.
+			    To keep using that directory as it is, set PGDATA=$legacy (and run the image of
+			    its major).
+		EOF
+		exit 1
+	fi
+}
+
 # A data directory from another major cannot be started by this one; say so before postgres does.
 docker_verify_data_major() {
 	local found
@@ -104,8 +146,21 @@ docker_verify_data_major() {
 # Check PG_SESSION_JWT_* and the settings YAML and write $RUNTIME_CONF (at every start).
 docker_write_runtime_config() {
 	mkdir -p "$RUNTIME_DIR"
-	if ! PYTHONPATH=$PG_SESSION_JWT_HOME python3 -m scripts.runtime_config \
+	if ! PYTHONPATH=$PG_SESSION_JWT_HOME python3 -m runtime.config \
 		--major "$PG_MAJOR" --out "$RUNTIME_CONF"; then
+		pg_error "start refused; nothing in $PGDATA was changed"
+		exit 1
+	fi
+}
+
+# The identity provider's key set (PG_SESSION_JWT_JWKS_URL), fetched as the server's user
+# before the server starts, so that the first connection is served; backends keep the same
+# file fresh afterwards (extension/pg_session_jwt/jwks.py). An unreachable issuer starts the
+# server without keys (tokens refused until a backend's fetch succeeds); a wrong URL, CA or
+# document refuses the start.
+docker_fetch_jwks() {
+	[ -n "${PG_SESSION_JWT_JWKS_URL:-}" ] || return 0
+	if ! python3 -m pg_session_jwt.jwks fetch --dir "$RUNTIME_DIR"; then
 		pg_error "start refused; nothing in $PGDATA was changed"
 		exit 1
 	fi
@@ -131,7 +186,7 @@ docker_create_db_directories() {
 	if [ "$(stat -c %u "$PGDATA")" != "$uid" ]; then
 		pg_error "$PGDATA belongs to uid $(stat -c %u "$PGDATA") but this container runs as uid $uid:" \
 			"mount a directory owned by uid $uid there, or set PGDATA to a new subdirectory of the" \
-			"volume (e.g. PGDATA=/var/lib/postgresql/data/pgdata)"
+			"volume (e.g. PGDATA=$PGDATA/pgdata)"
 		exit 1
 	fi
 	[ -n "$DATABASE_ALREADY_EXISTS" ] || chmod 0700 "$PGDATA"
@@ -158,9 +213,10 @@ docker_init_database_dir() {
 		args+=(--waldir="$POSTGRES_INITDB_WALDIR")
 	fi
 	# The password reaches initdb through a pipe, never a file. POSTGRES_INITDB_ARGS comes last
-	# so that its options win; it is word-split on purpose.
-	# shellcheck disable=SC2086
-	initdb "${args[@]}" --no-sync --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") $POSTGRES_INITDB_ARGS
+	# so that its options win, and it is evaluated by the shell, as upstream does, so that
+	# quoted values work: POSTGRES_INITDB_ARGS='--locale-provider=icu --icu-locale="en-US"'.
+	# (The container's own environment is trusted: whoever sets it runs the container.)
+	eval 'initdb "${args[@]}" --no-sync --pwfile=<(printf "%s\n" "$POSTGRES_PASSWORD") '"$POSTGRES_INITDB_ARGS"
 	# initdb's own sync fsyncs its ~1000 files one by one (half of its run time); one syncfs of
 	# the file system(s) holding them makes the new cluster just as durable, on every major
 	# (initdb --sync-method=syncfs exists from 17 on only).
@@ -171,21 +227,38 @@ docker_init_database_dir() {
 	fi
 }
 
-# Connections from other hosts: password (scram-sha-256) unless POSTGRES_HOST_AUTH_METHOD says.
+# Connections from other hosts: POSTGRES_HOST_AUTH_METHOD, by default the method that matches
+# how passwords are stored (password_encryption, with the container's own arguments and the
+# run-time configuration: `-c password_encryption=md5` gives md5 rules), as upstream does.
 pg_setup_hba_conf() {
-	printf '\n# Added by the image (POSTGRES_HOST_AUTH_METHOD)\nhost all all all %s\n' \
-		"$POSTGRES_HOST_AUTH_METHOD" >> "$PGDATA/pg_hba.conf"
+	local auth server_args
+	_pg_server_args "$@"
+	auth=$(postgres -c config_file="$MAIN_CONF" "${server_args[@]}" -C password_encryption)
+	: "${POSTGRES_HOST_AUTH_METHOD:=$auth}"
+	{
+		printf '\n# Added by the image (POSTGRES_HOST_AUTH_METHOD)\n'
+		if [ "$POSTGRES_HOST_AUTH_METHOD" = trust ]; then
+			printf '# warning: trust is enabled for all connections\n'
+			printf '# see https://www.postgresql.org/docs/current/auth-trust.html\n'
+		fi
+		printf 'host all all all %s\n' "$POSTGRES_HOST_AUTH_METHOD"
+	} >> "$PGDATA/pg_hba.conf"
 }
 
 # The initialization server listens on the Unix socket only: nothing outside the container
 # (nor the TCP healthcheck) sees a half-initialized database.
+# NOTIFY_SOCKET is cleared for it so that a process supervisor (systemd, `podman run
+# --sd-notify`) is told "ready" by the final server only.
 docker_temp_server_start() {
-	set -- -c config_file="$MAIN_CONF" "$@" -c listen_addresses='' -p "${PGPORT:-5432}"
-	pg_ctl -D "$PGDATA" -o "$(printf '%q ' "$@")" -w start
+	local server_args
+	_pg_server_args "$@"
+	set -- -c config_file="$MAIN_CONF" "${server_args[@]}" -c listen_addresses='' -p "${PGPORT:-5432}"
+	NOTIFY_SOCKET='' PGUSER="${PGUSER:-$POSTGRES_USER}" \
+		pg_ctl -D "$PGDATA" -o "$(printf '%q ' "$@")" -w start
 }
 
 docker_temp_server_stop() {
-	pg_ctl -D "$PGDATA" -m fast -w stop
+	PGUSER="${PGUSER:-postgres}" pg_ctl -D "$PGDATA" -m fast -w stop
 }
 
 # docker_process_sql [psql options]: run SQL from standard input (or -f FILE) as the superuser,
@@ -215,8 +288,11 @@ docker_setup_db() {
 	fi
 }
 
-# docker_process_init_files FILE...: run each by its kind, in the order given.
+# docker_process_init_files FILE...: run each by its kind, in the order given. Sourced *.sh
+# files get this script's functions and, as upstream gives them, the `psql` array:
+# "${psql[@]}" -c '...' runs SQL like docker_process_sql.
 docker_process_init_files() {
+	psql=(docker_process_sql)
 	local f
 	for f; do
 		case "$f" in
@@ -248,9 +324,15 @@ _init_failed() {
 docker_initialize() {
 	# A failed initdb removes what it wrote; a failure after it leaves a data directory that
 	# looks initialized, so say so.
+	# An unreadable /docker-entrypoint-initdb.d would fail after initdb; find out before it.
+	if ! ls /docker-entrypoint-initdb.d/ > /dev/null; then
+		pg_error "/docker-entrypoint-initdb.d cannot be read by uid $(id -u): make the mounted" \
+			"directory readable (chmod o+rx) and start again; nothing in $PGDATA was changed"
+		exit 1
+	fi
 	docker_init_database_dir
 	trap _init_failed ERR
-	pg_setup_hba_conf
+	pg_setup_hba_conf "$@"
 	export PGPASSWORD="${PGPASSWORD:-$POSTGRES_PASSWORD}"
 	docker_temp_server_start "$@"
 	docker_setup_db
@@ -262,7 +344,32 @@ docker_initialize() {
 	docker_temp_server_stop
 	unset PGPASSWORD
 	trap - ERR
-	pg_log "initialization complete; starting the server"
+	pg_log "initialization complete"
+}
+
+# docker_prepare postgres ARG...: what comes before initialization, for this entrypoint and
+# docker-ensure-initdb.sh. Everything that can refuse the start runs once (as root when started
+# as root), before anything is written to the data directory; then the directories, and as
+# root the switch to postgres by re-executing the running script ($0) with the same arguments.
+docker_prepare() {
+	docker_setup_env
+	if [ -z "${_PG_SESSION_JWT_CHECKED:-}" ]; then
+		if [ -n "$DATABASE_ALREADY_EXISTS" ]; then
+			docker_verify_data_major
+		else
+			docker_verify_layout
+			docker_verify_minimum_env
+		fi
+		docker_write_runtime_config
+	fi
+	if [ "$(id -u)" = 0 ]; then
+		docker_create_db_directories
+		export _PG_SESSION_JWT_CHECKED=1
+		exec gosu postgres "$0" "$@"
+	fi
+	unset _PG_SESSION_JWT_CHECKED
+	docker_fetch_jwks
+	docker_create_db_directories
 }
 
 _main() {
@@ -273,30 +380,14 @@ _main() {
 	if [ "$1" != postgres ] || _pg_want_help "$@"; then
 		exec "$@"
 	fi
+	docker_prepare "$@"
 	shift
-	docker_setup_env
-	# Everything that can refuse the start runs once (as root when started as root), before
-	# anything is written to the data directory.
-	if [ -z "${_PG_SESSION_JWT_CHECKED:-}" ]; then
-		if [ -n "$DATABASE_ALREADY_EXISTS" ]; then
-			docker_verify_data_major
-		else
-			docker_verify_minimum_env
-		fi
-		docker_write_runtime_config
-	fi
-	if [ "$(id -u)" = 0 ]; then
-		docker_create_db_directories
-		export _PG_SESSION_JWT_CHECKED=1
-		exec gosu postgres "${BASH_SOURCE[0]}" postgres "$@"
-	fi
-	unset _PG_SESSION_JWT_CHECKED
-	docker_create_db_directories
 	if [ -n "$DATABASE_ALREADY_EXISTS" ]; then
 		pg_log "$PGDATA already holds a database: skipping initialization and /docker-entrypoint-initdb.d"
 	else
 		docker_initialize "$@"
 	fi
+	pg_log "starting the server"
 	exec postgres -c config_file="$MAIN_CONF" "$@"
 }
 

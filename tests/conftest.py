@@ -6,18 +6,12 @@ major per module: random host port, real readiness, log kept under tests/logs/ w
 test in the module failed, always removed.
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from builder import containers, matrix
+from devtools.jwt import ALGORITHMS, generate_key
 
-from scripts import containers, matrix  # noqa: E402  (needs ROOT on sys.path)
-from scripts.jwt import generate_key  # noqa: E402
-
-LOG_DIR = ROOT / "tests" / "logs"
+LOG_DIR = matrix.ROOT / "tests" / "logs"
 
 
 def pytest_addoption(parser):
@@ -39,7 +33,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def docker_client():
-    from scripts.docker_client import connect
+    from builder.docker_client import connect
 
     return connect()
 
@@ -59,7 +53,7 @@ def image(pg_major, docker_client, request):
 
 @pytest.fixture(scope="module")
 def start_container(docker_client, request):
-    """Start containers for this module (keyword arguments of scripts.containers.start);
+    """Start containers for this module (keyword arguments of builder.containers.start);
     each is removed at module end, its log kept when a test in the module failed."""
     started = []
     failed_before = request.session.testsfailed
@@ -93,3 +87,18 @@ def host(pg):
 def keys():
     """Fresh signing keys for this test session, by algorithm."""
     return {alg: generate_key(alg) for alg in ("EdDSA", "ES256", "RS256")}
+
+
+@pytest.fixture(scope="session")
+def signing_keys():
+    """A fresh private JWK for every algorithm the extension verifies."""
+    return {alg: generate_key(alg) for alg in ALGORITHMS}
+
+
+@pytest.fixture(scope="module")
+def stack(pg_major, image, docker_client, request):
+    """The dev stack of the image under test, one per major per module (tests/support/stack.py)."""
+    from tests.support.stack import running_stack
+
+    with running_stack(pg_major, image, docker_client, request) as started:
+        yield started

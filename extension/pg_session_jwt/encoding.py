@@ -7,7 +7,10 @@ NaN/Infinity or numbers that overflow to infinity are all refused, and so is nes
 deeper than MAX_DEPTH: the interpreter's own recursion limit differs between the Python
 of each image (3.11 stops near 1,000 levels, 3.13 parses 5,000, 3.14 counts stack bytes),
 so without a bound of our own one token would be refused on one major and accepted on
-another. Both functions raise ValueError with a short reason that never quotes the input.
+another. Strings that PostgreSQL's text and jsonb cannot hold (\\u0000, a lone UTF-16
+surrogate; both reachable only through \\u escapes) are refused too, so that a token is
+refused when it is verified rather than breaking a getter later. Both functions raise
+ValueError with a short reason that never quotes the input.
 """
 
 import _json
@@ -118,6 +121,9 @@ def json_loads(data):
         end = len(text) - len(text[end:].lstrip(_WHITESPACE))
         if end != len(text):
             raise ValueError(f"Extra data at character {end}")
+        if "\\u" in text and _has_unstorable(value):
+            raise ValueError("a string holds \\u0000 or a lone surrogate, which PostgreSQL "
+                             "text cannot store")
         return value
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
@@ -148,3 +154,24 @@ def json_dumps(value):
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(map(json_dumps, value)) + "]"
     raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _has_unstorable(value):
+    """Whether any string (member name or value) in the decoded `value` holds NUL or a lone
+    surrogate. Iterative: the depth is already bounded, but no recursion is needed."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+            try:  # strict UTF-8 has no surrogates: the C codec finds a lone one
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False

@@ -3,8 +3,9 @@
 Each SQL function body caches one function of this module in its SD and calls it with
 `plpy` and its arguments. The getters receive `pg_session_jwt.jwt` and
 `request.jwt.claims` as arguments (read by an inlined SQL wrapper), so a cache hit —
-the common case, once per row — is a string comparison and an expiry check, with no
-SPI call. A JwtError becomes an ERROR with its SQLSTATE: returned as [sqlstate, message]
+the common case, once per row — is a string comparison and an expiry check (plus, for a
+transaction-scoped session, a read of `transaction_stamp()`), with no SPI call.
+A JwtError becomes an ERROR with its SQLSTATE: returned as [sqlstate, message]
 to PL/pgSQL by init_check() and check() (a clean ERROR), raised with plpy.error() by the
 getters (PL/Python then adds "plpy.Error: " and a traceback as CONTEXT).
 """
@@ -39,7 +40,7 @@ def capture(plpy, parallel_possible=True):
         if getattr(exc, "sqlstate", None) != "25000":
             raise
         raise JwtError(OBJECT_NOT_IN_PREREQUISITE_STATE, PARALLEL_MODE) from None
-    state.configure(rows[0])
+    state.configure(rows[0], plpy.log)
 
 
 def in_parallel_mode():
@@ -59,19 +60,68 @@ def in_parallel_mode():
     return function()
 
 
+def transaction_stamp():
+    """A number that stays the same for the whole of the current transaction and changes
+    when it ends: what binds a transaction-scoped handle to its transaction. Outside a
+    server (unit tests): 0.
+
+    Read per row by the getters, so it must cost next to nothing: no call into the server
+    (a ctypes call costs about as much as the whole getter). Instead the backend registers,
+    once, libc's clock_gettime() as a transaction callback (RegisterXactCallback): PostgreSQL
+    calls callback(event, arg) at every transaction end, so clock_gettime(event, buffer)
+    writes the time of clock number `event` (0-7, all valid Linux clocks; COMMIT writes
+    CLOCK_REALTIME, ABORT the process CPU time, both in nanoseconds) into our buffer. The
+    buffer therefore holds a new value after every COMMIT, ROLLBACK or PREPARE (also inside
+    procedures; the clocks only move forward), and Python reads it as plain memory. No
+    Python runs in the callback, and nothing but the buffer is written."""
+    global _clock
+    if _clock is None:
+        _clock = _transaction_clock()
+    seconds, nanoseconds = _clock
+    return seconds.value * 1_000_000_000 + nanoseconds.value
+
+
+_clock = None
+
+
+class _Constant:
+    value = 0
+
+
+def _transaction_clock():
+    """(seconds, nanoseconds) views of the buffer the transaction callback writes."""
+    import ctypes
+
+    server = ctypes.CDLL(None)
+    register = getattr(server, "RegisterXactCallback", None)
+    if register is None:   # not inside a server: unit tests
+        return _Constant(), _Constant()
+    timespec = (ctypes.c_int64 * 2)()   # struct timespec on 64-bit Linux
+    _keep_alive.append(timespec)        # PostgreSQL holds its address for the backend's life
+    register.restype = None
+    register.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    register(ctypes.cast(server.clock_gettime, ctypes.c_void_p), ctypes.addressof(timespec))
+    return (ctypes.c_int64.from_buffer(timespec, 0), ctypes.c_int64.from_buffer(timespec, 8))
+
+
+_keep_alive = []
+
+
 def _error(plpy, exc):
     plpy.error(exc.message, sqlstate=exc.sqlstate)
 
 
 def _lookup(plpy, jwt, request_claims):
     current = state.current
-    if current is not None and jwt == current.token:
-        current.check_expiry(time())
-        return current
+    if current is not None and jwt == current.key and (
+            current.xact is None or current.xact == transaction_stamp()):
+        session = current.session
+        session.check_expiry(time())
+        return session
     if not jwt and not request_claims:
         return None
     capture(plpy)
-    return state.lookup(jwt, request_claims, time(), plpy.log)
+    return state.lookup(jwt, request_claims, time(), transaction_stamp, plpy.log)
 
 
 def _find(plpy, jwt, request_claims):
@@ -94,8 +144,9 @@ def init_check(plpy):
 
 
 def check(plpy, jwt):
-    """auth._check() (0.2.0): None when `jwt` verifies (it is then the verified token), or
-    [sqlstate, message] for auth.jwt_session_init() to raise from PL/pgSQL.
+    """auth._check() (0.2.0, kept for databases not yet updated): None when `jwt` verifies
+    (it is then the verified token), or [sqlstate, message] for auth.jwt_session_init() to
+    raise from PL/pgSQL.
 
     Raising from PL/pgSQL gives a clean ERROR: raised from PL/Python, the message would
     read "plpy.Error: ..." and carry a Python traceback as its CONTEXT."""
@@ -105,6 +156,17 @@ def check(plpy, jwt):
     except JwtError as exc:
         return [exc.sqlstate, exc.message]
     return None
+
+
+def start(plpy, jwt, local):
+    """auth._start() (0.3.0): verify `jwt` and return [NULL, handle] for
+    auth.jwt_session_init() to store in pg_session_jwt.jwt, or [sqlstate, message] for it
+    to raise. The handle, not the token, is what SQL can read afterwards."""
+    try:
+        capture(plpy, parallel_possible=False)
+        return [None, state.start(jwt, local, time(), transaction_stamp, plpy.log)]
+    except JwtError as exc:
+        return [exc.sqlstate, exc.message]
 
 
 def init(plpy):

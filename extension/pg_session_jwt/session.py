@@ -1,55 +1,94 @@
-"""Per-backend state: the connection's settings, its parsed key, the verified session.
+"""Per-backend state: the connection's settings, its parsed key, the verified sessions.
 
 One `Backend` lives in `pl` for the life of the server process. Its settings are the
 values in effect at connection start, captured once (see `pl.capture`); the key is
-parsed once from them. The verified session is cached keyed by the exact token text:
-a getter that sees any other token verifies it first, so a value SET by hand never
-yields an identity without a valid signature. Only the latest token is cached, which
-is what makes "jti strictly increasing" hold: an older token, once replaced, must be
-verified again and fails the jti check.
+parsed once from them.
+
+What `pg_session_jwt.jwt` holds after `jwt_session_init` is a *handle*: a random name
+that only this backend's memory maps to the verified session, never the token, so code
+that reads the setting learns nothing it could use on another connection. A handle of
+a transaction-scoped session is also bound to the transaction that made it (a stamp
+that changes at every transaction end, `pl.transaction_stamp`): set again in a later
+transaction on the same backend, it gives no identity. Any other value in the setting
+is a raw token (a gateway may put one there, as in the original) and is verified before
+use. Only the latest verified token is accepted again without a new jti, which keeps
+"jti strictly increasing" meaningful; with `require_jti` off, earlier tokens stay in a
+bounded cache (cache.py) for pooled traffic that re-presents them.
+
+Without pg_session_jwt.jwk at connection start, the key source is the postmaster's
+PG_SESSION_JWT_JWKS_URL (jwks.py), when set: the URL is fixed for the server's life, the
+key set behind it follows the shared cache file, so a rotation reaches existing
+connections too.
 """
 
-from . import claims as claim_checks
-from . import keys, token
-from .encoding import json_dumps, json_loads
-from .errors import CHECK_VIOLATION, DATATYPE_MISMATCH, INVALID_PARAMETER_VALUE, NO_DATA, JwtError
+import os
 
-# What PostgreSQL's uuid input accepts, narrowed: 32 hex digits, hyphens optional
-# between the usual groups, optionally in braces. Checked without `re`, whose import
-# (with `enum`) is a large share of a new backend's cost.
-_UUID_GROUPS = (8, 4, 4, 4, 12)
+from . import cache, jwks, keys, token
+from . import claims as claim_checks
+from .encoding import b64url_decode, json_dumps, json_loads
+from .errors import (
+    CHECK_VIOLATION,
+    DATATYPE_MISMATCH,
+    INSUFFICIENT_PRIVILEGE,
+    INVALID_PARAMETER_VALUE,
+    NO_DATA,
+    JwtError,
+)
+from .settings import CONNECTION_START
+
+# Exactly what PostgreSQL's uuid input accepts (string_to_uuid in uuid.c): 32 hex digits,
+# a hyphen allowed after any group of four but the last, braces only as a pair. Checked
+# without `re`, whose import (with `enum`) is a large share of a new backend's cost.
 _HEX = frozenset("0123456789abcdefABCDEF")
 _BOOLEANS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False,
              "1": True, "0": False, "t": True, "f": False, "y": True, "n": False}
+_UNITS = {"leeway": "seconds", "max_token_bytes": "bytes"}
+
+# A handle cannot be a JWT (no dots), so a value is one or the other, never both.
+HANDLE_PREFIX = "pg_session_jwt:"
+# Session-scoped handles kept for rollbacks (a rolled-back jwt_session_init leaves the
+# previous handle in the setting, which must still work); older ones are forgotten.
+MAX_SESSION_HANDLES = 16
+
+STALE_HANDLE = ("pg_session_jwt.jwt holds a session handle of another transaction: a "
+                "transaction-scoped session ends with its transaction; call "
+                "auth.jwt_session_init(token, true) again")
+UNKNOWN_HANDLE = ("pg_session_jwt.jwt holds a session handle this connection does not know: "
+                  "handles work only on the connection that made them; call "
+                  "auth.jwt_session_init() with the token")
+SESSION_SCOPE_REFUSED = ("session-scoped sessions are refused on this connection: "
+                         "pg_session_jwt.session_scope is 'transaction' (a transaction pooler "
+                         "shares it); call auth.jwt_session_init(token, true) inside the "
+                         "transaction instead")
 
 
 class Settings:
-    """The `pg_session_jwt.*` values in effect at connection start."""
+    """The `pg_session_jwt.*` values in effect at connection start (defaults: settings.py)."""
 
-    __slots__ = ("jwk", "audience", "issuer", "leeway", "require_jti", "audit_log",
-                 "max_token_bytes")
+    __slots__ = tuple(setting.name for setting in CONNECTION_START)
 
-    def __init__(self, jwk="", audience="", issuer="", leeway=60, require_jti=True,
-                 audit_log=False, max_token_bytes=16384):
-        self.jwk = jwk
-        self.audience = audience
-        self.issuer = issuer
-        self.leeway = leeway
-        self.require_jti = require_jti
-        self.audit_log = audit_log
-        self.max_token_bytes = max_token_bytes
+    def __init__(self, **values):
+        for setting in CONNECTION_START:
+            setattr(self, setting.name, values.pop(setting.name, setting.default))
+        if values:
+            raise TypeError(f"not settings of pg_session_jwt: {sorted(values)}")
 
     @classmethod
     def from_text(cls, values):
-        """Settings from {name: text or None} as current_setting() returns them."""
-        def text(name):
-            return (values.get(name) or "").strip()
-
-        return cls(jwk=text("jwk"), audience=text("audience"), issuer=text("issuer"),
-                   leeway=_integer("leeway", text("leeway"), 60),
-                   require_jti=_boolean("require_jti", text("require_jti"), True),
-                   audit_log=_boolean("audit_log", text("audit_log"), False),
-                   max_token_bytes=_integer("max_token_bytes", text("max_token_bytes"), 16384))
+        """Settings from {name: text or None} as current_setting() returns them; names
+        missing from `values` (an older capture function) take their defaults."""
+        parsed = {}
+        for setting in CONNECTION_START:
+            text = (values.get(setting.name) or "").strip()
+            if setting.type == "int":
+                parsed[setting.name] = _integer(setting.name, text, setting.default)
+            elif setting.type == "bool":
+                parsed[setting.name] = _boolean(setting.name, text, setting.default)
+            elif setting.choices:
+                parsed[setting.name] = _choice(setting, text)
+            else:
+                parsed[setting.name] = text
+        return cls(**parsed)
 
 
 def _integer(name, text, default):
@@ -57,7 +96,7 @@ def _integer(name, text, default):
         return default
     if not text.isascii() or not text.isdigit():
         raise JwtError(INVALID_PARAMETER_VALUE, f"pg_session_jwt.{name} must be a whole number "
-                       f"of {'seconds' if name == 'leeway' else 'bytes'}, e.g. {default}")
+                       f"of {_UNITS.get(name, 'units')}, e.g. {default}")
     return int(text)
 
 
@@ -70,18 +109,32 @@ def _boolean(name, text, default):
         raise JwtError(INVALID_PARAMETER_VALUE, f"pg_session_jwt.{name} must be on or off") from None
 
 
+def _choice(setting, text):
+    if not text:
+        return setting.default
+    if text.lower() not in setting.choices:
+        raise JwtError(INVALID_PARAMETER_VALUE, f"{setting.full_name} must be one of "
+                       f"{', '.join(setting.choices)}, not {text!r}")
+    return text.lower()
+
+
 def _uuid(value):
-    if not isinstance(value, str) or not 32 <= len(value) <= 38:
+    if not isinstance(value, str) or not 32 <= len(value) <= 41:
         return None
-    text = value[value.startswith("{"):]
-    text = text[:len(text) - text.endswith("}")]
-    for size in _UUID_GROUPS:
-        group, text = text[:size], text[size:]
-        if len(group) != size or not _HEX.issuperset(group):
+    text = value
+    if text.startswith("{"):
+        if not text.endswith("}"):
             return None
-        if text.startswith("-") and size != 12:
-            text = text[1:]
-    return value if not text else None
+        text = text[1:-1]
+    pos = 0
+    for group in range(8):
+        chunk = text[pos:pos + 4]
+        if len(chunk) != 4 or not _HEX.issuperset(chunk):
+            return None
+        pos += 4
+        if group < 7 and text[pos:pos + 1] == "-":
+            pos += 1
+    return value if pos == len(text) else None
 
 
 class Session:
@@ -116,52 +169,148 @@ class Session:
             raise JwtError(CHECK_VIOLATION, "Token used after it has expired")
 
 
-class Backend:
-    """Everything one server process remembers between calls."""
+class Entry:
+    """What a value of pg_session_jwt.jwt stands for: `key` (a handle or a raw token), its
+    session, and the transaction stamp a transaction-scoped handle is bound to (else None)."""
 
-    def __init__(self):
+    __slots__ = ("key", "session", "xact")
+
+    def __init__(self, key, session, xact=None):
+        self.key = key
+        self.session = session
+        self.xact = xact
+
+
+class Backend:
+    """Everything one server process remembers between calls.
+
+    `current` is the entry the getters saw last (their per-row cache hit); `xact` arguments
+    are callables returning the current transaction's stamp, called only when needed."""
+
+    def __init__(self, environ=None):
         self.settings = None
         self.current = None
         self.last_jti = 0
+        self.cache = cache.VerifiedCache()
+        self.environ = os.environ if environ is None else environ
+        self.log = None
         self._keys = None
+        self._jwks = None           # jwks.Config of the postmaster's environment
+        self._source = None         # jwks.Source, made on first use
         self._request = (None, None)
+        self._verified = None       # the last verified session ...
+        self._verified_keys = None  # ... and the key set it was verified under
+        self._handles = {}
 
-    def configure(self, values):
+    def configure(self, values, log=None):
         """Take the connection-start settings ({name: text}); only the first call counts."""
         if self.settings is None:
-            self.settings = Settings.from_text(values)
+            settings = Settings.from_text(values)
+            if not settings.jwk:
+                self._jwks = jwks.Config.from_env(self.environ)
+                if self._jwks is not None and not (values.get("require_jti") or "").strip():
+                    # Identity providers' jti is a string or absent.
+                    settings.require_jti = False
+            self.settings = settings
+            self.log = log
 
-    def keys(self):
-        """The parsed key set of pg_session_jwt.jwk, parsed on first use."""
-        if self._keys is None:
-            if not self.settings.jwk:
-                raise JwtError(NO_DATA, "Missing runtime parameter: pg_session_jwt.jwk")
+    def keys(self, now=None):
+        """The key set to verify with: pg_session_jwt.jwk's, parsed on first use, else the
+        JWKS URL's current one."""
+        if self._keys is not None:
+            return self._keys
+        if self.settings.jwk:
             self._keys = keys.parse(self.settings.jwk)
-        return self._keys
+            return self._keys
+        if self._jwks is None:
+            raise JwtError(NO_DATA, "Missing runtime parameter: pg_session_jwt.jwk (or set "
+                           f"{jwks.URL_VARIABLE} in the server's environment)")
+        if self._source is None:
+            if not self.settings.audience and not jwks.flag(self.environ,
+                                                            jwks.ANY_AUDIENCE_VARIABLE):
+                # An identity provider signs tokens for its tenant's other applications too.
+                raise JwtError(INVALID_PARAMETER_VALUE, f"{jwks.URL_VARIABLE} is set but no "
+                               "audience is required: set PG_SESSION_JWT_AUDIENCE to this "
+                               "database's audience, or PG_SESSION_JWT_ALLOW_ANY_AUDIENCE=on if "
+                               "the issuer signs tokens for nothing else")
+            self._source = jwks.Source(self._jwks, log=self.log)
+        return self._source.current(now)
 
     def verify(self, jwt, now, audit=None):
-        """The session of `jwt`, verified unless it is the cached one; `audit` gets a log line."""
-        current = self.current
-        if current is not None and jwt == current.token:
-            current.check_expiry(now)
-            return current
+        """The session of token `jwt`, verified unless it is the last verified one (under the
+        same key set) or, with require_jti off, in the cache; `audit` gets a log line."""
         settings = self.settings
-        claims, text = token.verify(jwt, self.keys(), settings.max_token_bytes)
+        keyset = self.keys(now)
+        verified = self._verified
+        if verified is not None and jwt == verified.token and self._verified_keys is keyset:
+            verified.check_expiry(now)
+            return verified
+        if not settings.require_jti:
+            session = self.cache.get(jwt, keyset, now, settings.leeway)
+            if session is not None:
+                self._verified, self._verified_keys = session, keyset
+                return session
+        try:
+            claims, text = token.verify(jwt, keyset, settings.max_token_bytes)
+        except JwtError:
+            # A kid the set lacks: the issuer may have rotated; refresh (rate-limited), retry.
+            if self._source is None or not _unknown_kid(jwt, keyset) or \
+                    not self._source.unknown_kid(now):
+                raise
+            keyset = self._source.keyset
+            claims, text = token.verify(jwt, keyset, settings.max_token_bytes)
         jti = claim_checks.check(claims, settings, now, self.last_jti)
         session = Session(jwt, claims, text, claim_checks.expires(claims, settings.leeway), True)
         if jti is not None:
             self.last_jti = jti
-        self.current = session
+        else:
+            self.cache.put(jwt, session, keyset, claims.get("nbf"))
+        self._verified, self._verified_keys = session, keyset
+        # The getters' cache may hold the raw token this one replaces: an older token must
+        # be verified again (and fail its jti) rather than hit that cache.
+        self.current = None
         if settings.audit_log and audit is not None:
             sub, aud = json_dumps(claims.get("sub")), json_dumps(claims.get("aud"))
             audit(f"pg_session_jwt: validated JWT for sub={sub} aud={aud}")
         return session
 
-    def lookup(self, jwt, request_claims, now, audit=None):
-        """The session the getters see: verified `jwt` with a key, else request.jwt.claims."""
-        if self.settings.jwk:
-            return self.verify(jwt, now, audit) if jwt else None
-        return self._from_request(request_claims)
+    def start(self, jwt, local, now, xact, audit=None):
+        """jwt_session_init: verify `jwt` and return a new handle for the setting, bound to
+        the current transaction when `local`."""
+        if not local and self.settings.session_scope == "transaction":
+            raise JwtError(INSUFFICIENT_PRIVILEGE, SESSION_SCOPE_REFUSED)
+        session = self.verify(jwt, now, audit)
+        stamp = xact()
+        # Handles of finished transactions can never work again: forget them.
+        handles = {k: e for k, e in self._handles.items() if e.xact is None or e.xact == stamp}
+        scoped = [k for k, e in handles.items() if e.xact is None]
+        for old in scoped[:max(0, len(scoped) - MAX_SESSION_HANDLES + 1)]:
+            del handles[old]
+        entry = Entry(HANDLE_PREFIX + os.urandom(18).hex(), session, stamp if local else None)
+        handles[entry.key] = entry
+        self._handles = handles
+        self.current = entry
+        return entry.key
+
+    def lookup(self, jwt, request_claims, now, xact, audit=None):
+        """The session the getters see: the handle's or the verified token's with a key,
+        else (only when trusted at connection start) request.jwt.claims."""
+        if self.settings.jwk or self._jwks is not None:
+            if not jwt:
+                return None
+            entry = self._handles.get(jwt)
+            if entry is None:
+                if jwt.startswith(HANDLE_PREFIX):
+                    raise JwtError(CHECK_VIOLATION, UNKNOWN_HANDLE)
+                entry = Entry(jwt, self.verify(jwt, now, audit))
+            elif entry.xact is not None and entry.xact != xact():
+                raise JwtError(CHECK_VIOLATION, STALE_HANDLE)
+            entry.session.check_expiry(now)
+            self.current = entry
+            return entry.session
+        if self.settings.trust_request_claims:
+            return self._from_request(request_claims)
+        return None
 
     def _from_request(self, text):
         # PostgREST's request.jwt.claims, trusted as is: whoever can set it is the issuer.
@@ -177,3 +326,13 @@ class Backend:
         session = None if claims is None else Session(None, claims, text, None, False)
         self._request = (text, session)
         return session
+
+
+def _unknown_kid(jwt, keyset):
+    """Whether `jwt`'s header names a kid that `keyset` lacks (False when unreadable)."""
+    try:
+        header = json_loads(b64url_decode(jwt.split(".", 1)[0].encode("ascii")))
+    except (ValueError, UnicodeEncodeError):
+        return False
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return isinstance(kid, str) and kid not in keyset.by_kid

@@ -1,1 +1,0 @@
-"""Build, run and measure tooling for the pg_session_jwt images (see README.md)."""

@@ -1,0 +1,127 @@
+"""What jwt_session_init leaves in pg_session_jwt.jwt (0.3.0): a handle that only this
+backend maps to the session, bound to its transaction when transaction-scoped; raw
+tokens a gateway sets are still verified; session_scope and uuid rules."""
+
+import pytest
+from pg_session_jwt import pl
+from pg_session_jwt.session import HANDLE_PREFIX, MAX_SESSION_HANDLES, Backend
+
+from devtools.jwt import generate_key, mint
+from tests.support.jws import FakePlpy, PlpyError
+
+
+@pytest.fixture(autouse=True)
+def fresh_backend(monkeypatch):
+    """Each test is a new server process, in transaction 1 until it says otherwise."""
+    monkeypatch.setattr(pl, "state", Backend())
+    clock = {"xact": 1}
+    monkeypatch.setattr(pl, "transaction_stamp", lambda: clock["xact"])
+    return clock
+
+
+@pytest.fixture(scope="module")
+def key():
+    return generate_key("EdDSA")
+
+
+def start(plpy, token, local=False):
+    failure, handle = pl.start(plpy, token, local)
+    assert failure is None, handle
+    return handle
+
+
+def refused(sqlstate, phrase, fn, *args):
+    with pytest.raises(PlpyError) as info:
+        fn(*args)
+    assert info.value.sqlstate == sqlstate and phrase in info.value.message, info.value.message
+
+
+def test_the_setting_gets_a_handle_not_the_token(key):
+    plpy = FakePlpy.for_key(key)
+    token = mint(key, sub="alice")
+    handle = start(plpy, token)
+    assert handle.startswith(HANDLE_PREFIX) and "." not in handle
+    assert token not in handle and token.split(".")[1] not in handle
+    assert pl.user_id(plpy, handle, None) == "alice"
+    assert start(plpy, token) != handle, "every call makes a new handle"
+
+
+def test_a_handle_from_another_backend_gives_no_identity(key, monkeypatch):
+    handle = start(FakePlpy.for_key(key), mint(key, sub="alice"))
+    monkeypatch.setattr(pl, "state", Backend())  # another connection
+    refused("23514", "does not know", pl.user_id, FakePlpy.for_key(key), handle, None)
+
+
+def test_a_transaction_scoped_handle_dies_with_its_transaction(key, fresh_backend):
+    plpy = FakePlpy.for_key(key)
+    handle = start(plpy, mint(key, sub="alice"), local=True)
+    assert pl.user_id(plpy, handle, None) == "alice"
+    fresh_backend["xact"] = 2   # COMMIT; the value is SET again in the next transaction
+    refused("23514", "another transaction", pl.user_id, plpy, handle, None)
+    refused("23514", "another transaction", pl.session, plpy, handle, None)
+    fresh_backend["xact"] = 3   # and stays dead, cache hit or not
+    refused("23514", "another transaction", pl.uid, plpy, handle, None)
+
+
+def test_a_session_scoped_handle_lives_on_and_earlier_ones_survive_a_rollback(key):
+    plpy = FakePlpy.for_key(key)
+    first = start(plpy, mint(key, sub="alice"))
+    second = start(plpy, mint(key, sub="bob"))
+    # ROLLBACK of the second jwt_session_init puts `first` back in the setting.
+    assert pl.user_id(plpy, first, None) == "alice"
+    assert pl.user_id(plpy, second, None) == "bob"
+
+
+def test_session_handles_are_bounded(key):
+    plpy = FakePlpy.for_key(key)
+    handles = [start(plpy, mint(key, sub=f"u{i}")) for i in range(MAX_SESSION_HANDLES + 2)]
+    assert pl.user_id(plpy, handles[-1], None) == f"u{MAX_SESSION_HANDLES + 1}"
+    refused("23514", "does not know", pl.user_id, plpy, handles[0], None)
+
+
+def test_a_raw_token_in_the_setting_is_verified_and_used(key):
+    plpy = FakePlpy.for_key(key)
+    token = mint(key, sub="gateway-user")
+    assert pl.user_id(plpy, token, None) == "gateway-user"
+    forged = mint(generate_key("EdDSA", kid=key.get("kid")), sub="mallory")
+    refused("23514", "invalid JWT signature", pl.user_id, plpy, forged, None)
+
+
+def test_an_older_raw_token_fails_its_jti_after_a_newer_one(key):
+    plpy = FakePlpy.for_key(key)
+    older, newer = mint(key, sub="old"), mint(key, sub="new")
+    assert pl.user_id(plpy, older, None) == "old"
+    start(plpy, newer)
+    refused("23514", "monotonically", pl.user_id, plpy, older, None)
+
+
+def test_session_scope_transaction_refuses_session_scoped_sessions(key):
+    plpy = FakePlpy.for_key(key, session_scope="transaction")
+    failure, message = pl.start(plpy, mint(key, sub="alice"), False)
+    assert failure == "42501" and "pg_session_jwt.session_scope" in message
+    assert pl.user_id(plpy, start(plpy, mint(key, sub="alice"), local=True), None) == "alice"
+
+
+@pytest.mark.parametrize("sub, uid", [
+    ("{11111111-1111-1111-1111-111111111111", None),            # unbalanced brace
+    ("11111111-1111-1111-1111-111111111111}", None),
+    ("{11111111-1111-1111-1111-111111111111}", "{11111111-1111-1111-1111-111111111111}"),
+    ("1111-1111-1111-1111-1111-1111-1111-1111", "1111-1111-1111-1111-1111-1111-1111-1111"),
+    ("111111111111111111111111111111-11", None),                 # hyphen inside a group
+    ("11111111-1111-1111-1111-111111111111-", None),
+    ("-11111111111111111111111111111111", None),
+    ("11111111-1111-1111-1111-11111111111", None),
+    ("１1111111-1111-1111-1111-111111111111", None),             # a non-ASCII digit
+])
+def test_uid_is_what_postgresql_uuid_input_accepts(key, sub, uid):
+    plpy = FakePlpy.for_key(key)
+    assert pl.uid(plpy, start(plpy, mint(key, sub=sub)), None) == uid
+
+
+def test_claims_postgresql_cannot_store_are_refused_at_session_init(key):
+    from tests.support.jws import sign
+
+    plpy = FakePlpy.for_key(key)
+    token = sign(key, '{"sub": "a\\u0000b", "jti": 1000000000000000}')
+    failure, message = pl.start(plpy, token, False)
+    assert failure == "42804" and "lone surrogate" in message

@@ -1,0 +1,289 @@
+"""The SQL glue with a stand-in plpy: capture once, cache by exact token, errors as SQLSTATEs."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from pg_session_jwt import pl, token
+from pg_session_jwt.session import Backend
+
+from devtools.jwt import ALGORITHMS, generate_key, mint, public_jwk
+from tests.support.jws import FakePlpy, PlpyError, claims, sign
+
+GETTERS = (pl.session, pl.user_id, pl.uid, pl.organization, pl.organization_id)
+ORG = "6f1c3b1e-8a5b-4e8e-9d7a-2f6c1b2a3d4e"
+UID = "0b6f0f5e-0c4b-4f0c-8d1f-9a1f0b3c2d1e"
+
+
+@pytest.fixture(autouse=True)
+def fresh_backend(monkeypatch):
+    """Each test is a new server process."""
+    monkeypatch.setattr(pl, "state", Backend())
+
+
+@pytest.fixture(scope="module")
+def key():
+    return generate_key("EdDSA")
+
+
+def raises(sqlstate, phrase, fn, *args):
+    with pytest.raises(PlpyError) as info:
+        fn(*args)
+    assert info.value.sqlstate == sqlstate
+    assert phrase in info.value.message
+    return info.value.message
+
+
+def test_init_without_a_key_is_02000():
+    raises("02000", "Missing runtime parameter: pg_session_jwt.jwk", pl.init, FakePlpy())
+
+
+def test_init_with_a_symmetric_key_is_42804():
+    raises("42804", "symmetric", pl.init, FakePlpy('{"kty": "oct", "k": "c2VjcmV0"}'))
+
+
+def test_session_and_getters(key):
+    plpy = FakePlpy.for_key(key)
+    pl.init(plpy)
+    jwt = mint(key, sub=UID, claims={"o": {"id": ORG, "name": "acme"}})
+    assert pl.verify(plpy, jwt) == jwt
+    assert json.loads(pl.session(plpy, jwt, None))["sub"] == UID
+    assert pl.user_id(plpy, jwt, None) == UID
+    assert pl.uid(plpy, jwt, None) == UID
+    assert json.loads(pl.organization(plpy, jwt, None)) == {"id": ORG, "name": "acme"}
+    assert pl.organization_id(plpy, jwt, None) == ORG
+
+
+@pytest.mark.parametrize("sub", ["alice", UID.upper().replace("-", ""), "{" + UID + "}", UID + "0"])
+def test_uid_is_null_unless_sub_is_a_uuid(key, sub):
+    plpy = FakePlpy.for_key(key)
+    jwt = mint(key, sub=sub, claims={"o": "not an object"})
+    assert pl.user_id(plpy, jwt, None) == sub
+    is_uuid = sub != "alice" and not sub.endswith("0")
+    assert pl.uid(plpy, jwt, None) == (sub if is_uuid else None)
+    assert pl.organization(plpy, jwt, None) is None
+    assert pl.organization_id(plpy, jwt, None) is None
+
+
+def test_no_session_needs_no_capture(key):
+    plpy = FakePlpy.for_key(key)
+    assert pl.session(plpy, None, None) == "null"
+    assert [g(plpy, "", "") for g in GETTERS[1:]] == [None] * 4
+    assert plpy.queries == []
+
+
+def test_settings_are_captured_once_per_backend(key):
+    plpy = FakePlpy.for_key(key)
+    pl.init(plpy)
+    pl.init(plpy)
+    for _ in range(3):
+        pl.user_id(plpy, pl.verify(plpy, mint(key, sub="a")), None)
+    assert plpy.queries == [pl.CAPTURE]
+
+
+def test_getter_verifies_a_token_it_has_not_seen(key, monkeypatch):
+    plpy = FakePlpy.for_key(key)
+    forged = mint(generate_key("EdDSA", kid=key.get("kid")), sub="mallory")
+    raises("23514", "invalid JWT signature", pl.user_id, plpy, forged, None)
+    raises("42804", "invalid JWT encoding", pl.user_id, plpy, "a.b", None)
+
+
+def test_cache_hit_does_not_verify_again(key, monkeypatch):
+    plpy = FakePlpy.for_key(key)
+    jwt = pl.verify(plpy, mint(key, sub="alice"))
+    calls = []
+    monkeypatch.setattr(token, "verify", lambda *a: calls.append(a))
+    assert [pl.user_id(plpy, jwt, None) for _ in range(3)] == ["alice"] * 3
+    assert calls == []
+
+
+def test_cache_hit_checks_expiry(key, monkeypatch):
+    plpy = FakePlpy.for_key(key, leeway="0")
+    jwt = pl.verify(plpy, mint(key, sub="alice", ttl=5))
+    assert pl.user_id(plpy, jwt, None) == "alice"
+    monkeypatch.setattr(pl, "time", lambda: time.time() + 10)
+    raises("23514", "Token used after it has expired", pl.user_id, plpy, jwt, None)
+    raises("23514", "Token used after it has expired", pl.verify, plpy, jwt)
+
+
+def test_jti_increasing_and_current_token_may_be_presented_again(key):
+    plpy = FakePlpy.for_key(key)
+    first, second = mint(key, sub="a"), mint(key, sub="b")
+    pl.verify(plpy, first)
+    pl.verify(plpy, second)
+    pl.verify(plpy, second)
+    assert pl.user_id(plpy, second, None) == "b"
+    raises("23514", "Token ID must be strictly monotonically increasing.", pl.verify, plpy, first)
+    raises("23514", "Token ID must be strictly monotonically increasing.", pl.user_id, plpy, first, None)
+
+
+def test_require_jti_off_lets_tokens_without_jti_through(key):
+    plpy = FakePlpy.for_key(key, require_jti="off")
+    no_jti = sign(key, {"sub": "third-party", "exp": int(time.time()) + 60})
+    assert pl.user_id(plpy, pl.verify(plpy, no_jti), None) == "third-party"
+
+
+def test_missing_jti_is_42804_by_default(key):
+    no_jti = sign(key, {"sub": "a"})
+    raises("42804", "JWT payload must contain a valid 'jti' (JWT ID)",
+           pl.verify, FakePlpy.for_key(key), no_jti)
+
+
+@pytest.mark.parametrize("sub", [7, ["a"], {"id": 1}, True])
+def test_non_string_sub_is_42804_from_user_id_only(key, sub):
+    plpy = FakePlpy.for_key(key)
+    jwt = pl.verify(plpy, sign(key, claims(sub=sub)))
+    raises("42804", "invalid subject claim in the JWT", pl.user_id, plpy, jwt, None)
+    assert json.loads(pl.session(plpy, jwt, None))["sub"] == sub
+    assert pl.uid(plpy, jwt, None) is None
+
+
+def test_audience_and_issuer_settings(key):
+    plpy = FakePlpy.for_key(key, audience="app", issuer="https://issuer")
+    good = mint(key, sub="a", claims={"aud": ["app"], "iss": "https://issuer"})
+    assert pl.user_id(plpy, pl.verify(plpy, good), None) == "a"
+    raises("23514", "audience", pl.verify, plpy, mint(key, sub="a", claims={"aud": "x", "iss": "https://issuer"}))
+    raises("23514", "issuer", pl.verify, plpy, mint(key, sub="a", claims={"aud": "app"}))
+
+
+@pytest.mark.parametrize("name, value", [("leeway", "1m"), ("leeway", "-5"), ("require_jti", "maybe"),
+                                         ("audit_log", "2"), ("max_token_bytes", "16k")])
+def test_invalid_settings_are_22023(key, name, value):
+    raises("22023", f"pg_session_jwt.{name}", pl.init, FakePlpy.for_key(key, **{name: value}))
+
+
+def test_max_token_bytes_setting(key):
+    plpy = FakePlpy.for_key(key, max_token_bytes="200")
+    raises("54000", "max_token_bytes", pl.verify, plpy, mint(key, sub="a"))
+
+
+def test_audit_log_has_sub_and_aud_and_never_the_token(key):
+    plpy = FakePlpy.for_key(key, audit_log="on")
+    jwt = pl.verify(plpy, mint(key, sub="alice", claims={"aud": "app"}))
+    pl.user_id(plpy, jwt, None)
+    assert plpy.logs == ['pg_session_jwt: validated JWT for sub="alice" aud="app"']
+    signature = jwt.rsplit(".", 1)[1]
+    assert all(signature not in line and jwt.split(".")[1] not in line for line in plpy.logs)
+
+
+def test_audit_log_off_logs_nothing(key):
+    plpy = FakePlpy.for_key(key)
+    pl.verify(plpy, mint(key, sub="alice"))
+    assert plpy.logs == []
+
+
+def test_without_a_key_request_jwt_claims_are_ignored_unless_trusted_at_connection_start():
+    request = json.dumps({"sub": UID})
+    assert pl.user_id(FakePlpy(), None, request) is None
+    assert pl.session(FakePlpy(trust_request_claims="off"), None, request) == "null"
+
+
+def test_without_a_key_trusted_request_jwt_claims_are_read():
+    plpy = FakePlpy(trust_request_claims="on")
+    request = json.dumps({"sub": UID, "o": {"id": ORG}, "role": "authenticated"})
+    assert json.loads(pl.session(plpy, None, request))["role"] == "authenticated"
+    assert pl.user_id(plpy, None, request) == UID
+    assert pl.uid(plpy, None, request) == UID
+    assert pl.organization_id(plpy, None, request) == ORG
+    assert pl.user_id(plpy, None, '{"sub": 7}') is None
+
+
+@pytest.mark.parametrize("request_claims", [None, "", "not json", '{"sub": "a", "sub": "b"}', "{"])
+def test_without_a_key_bad_request_claims_are_no_session(request_claims):
+    plpy = FakePlpy(trust_request_claims="on")
+    assert pl.session(plpy, None, request_claims) == "null"
+    assert pl.user_id(plpy, None, request_claims) is None
+
+
+def test_with_a_key_request_jwt_claims_are_ignored(key):
+    plpy = FakePlpy.for_key(key)
+    assert pl.user_id(plpy, None, '{"sub": "mallory"}') is None
+    assert pl.session(plpy, "", '{"sub": "mallory"}') == "null"
+
+
+def test_without_a_key_a_token_yields_nothing(key):
+    plpy = FakePlpy()
+    jwt = mint(key, sub="alice")
+    assert pl.user_id(plpy, jwt, None) is None
+    raises("02000", "Missing runtime parameter", pl.verify, plpy, jwt)
+
+
+def test_capture_refused_in_parallel_mode_fails_closed(key):
+    plpy = FakePlpy.for_key(key)
+    plpy.execute_error = FakePlpy.SPIError("cannot set parameters during a parallel operation", "25000")
+    message = raises("55000", "call auth.init()", pl.user_id, plpy, mint(key, sub="a"), None)
+    assert "parallel" in message
+    assert pl.state.settings is None
+
+
+def test_getters_do_not_even_try_to_capture_in_parallel_mode(key, monkeypatch):
+    plpy = FakePlpy.for_key(key)
+    monkeypatch.setattr(pl, "in_parallel_mode", lambda: True)
+    for getter in GETTERS:
+        raises("55000", "parallel mode", getter, plpy, mint(key, sub="a"), None)
+    assert plpy.queries == []
+    # init() and jwt_session_init() are PARALLEL UNSAFE: they never run in parallel mode.
+    pl.init(plpy)
+    assert plpy.queries == [pl.CAPTURE]
+
+
+def test_parallel_mode_is_false_outside_a_server():
+    assert pl.in_parallel_mode() is False
+
+
+def test_other_capture_failures_propagate(key):
+    plpy = FakePlpy.for_key(key)
+    plpy.execute_error = FakePlpy.SPIError("function auth._connection_settings() does not exist", "42883")
+    with pytest.raises(FakePlpy.SPIError):
+        pl.init(plpy)
+
+
+def test_errors_never_contain_the_key_or_the_token(key):
+    plpy = FakePlpy.for_key(key, audience="app")
+    public = json.loads(public_jwk(key))
+    jwt = mint(key, sub="alice")
+    for bad in (jwt, jwt[:-2], jwt + ".x.y", "x" * 20000):
+        with pytest.raises(PlpyError) as info:
+            pl.verify(plpy, bad)
+        assert public["x"] not in info.value.message
+        assert all(part not in info.value.message for part in bad.split(".") if len(part) > 8)
+
+
+@pytest.mark.parametrize("alg", sorted(ALGORITHMS))
+def test_verification_never_imports_jwcrypto_or_cryptography(signing_keys, alg):
+    """jwcrypto's CVEs are unreachable from SQL, and no algorithm imports `cryptography`
+    (libcrypto.py, libsodium.py), which keeps a new backend cheap."""
+    key = signing_keys[alg]
+    jwt = mint(key, sub="alice")
+    program = (
+        "import sys, json\n"
+        "from pg_session_jwt import keys, token\n"
+        "jwk, jwt = json.load(sys.stdin)\n"
+        "assert token.verify(jwt, keys.parse(jwk), 16384)[0]['sub'] == 'alice'\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('jwcrypto', 'cryptography')))\n"
+        "print(json.dumps(loaded))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", program], input=json.dumps([public_jwk(key), jwt]),
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == []
+
+
+def test_check_returns_the_failure_instead_of_raising(key):
+    """0.2.0's auth._check(): PL/pgSQL raises the pair, so the ERROR has no Python traceback."""
+    plpy = FakePlpy.for_key(key)
+    good = mint(key, sub="alice")
+    assert pl.check(plpy, good) is None
+    assert pl.session(plpy, good, None) == pl.state.current.session.claims_json
+    forged = mint(generate_key("EdDSA"), sub="mallory", header={"kid": key.get("kid")})
+    assert pl.check(plpy, forged) == ["23514", "invalid JWT signature"]
+    sqlstate, message = pl.check(plpy, "a.b")
+    assert sqlstate == "42804" and "invalid JWT encoding" in message
+
+
+def test_init_check_returns_the_failure_instead_of_raising(key, monkeypatch):
+    assert pl.init_check(FakePlpy.for_key(key)) is None
+    monkeypatch.setattr(pl, "state", Backend())  # a new server process, without a key
+    sqlstate, message = pl.init_check(FakePlpy())
+    assert sqlstate == "02000" and "Missing runtime parameter: pg_session_jwt.jwk" in message
