@@ -12,7 +12,7 @@ A key's `alg` member, when present, narrows what it verifies to that one algorit
 `use` must be "sig" and `key_ops` must include "verify" when present.
 """
 
-from . import libcrypto, libsodium
+from . import libsodium
 from .encoding import b64url_decode, json_loads
 from .errors import CHECK_VIOLATION, DATATYPE_MISMATCH, JwtError
 
@@ -37,6 +37,13 @@ ED25519_SMALL_ORDER_Y = frozenset((
     0x7a03ac9277fdc74ec6cc392cfa53202a0f67100d760b3cba4fd84d3d706a17c7))
 NO_LIBCRYPTO = ("OpenSSL 3's libcrypto (libcrypto.so.3) could not be loaded; install the "
                 "image's libssl3 package, which PostgreSQL itself needs")
+
+
+def _libcrypto():
+    # Imported on first need: a backend whose issuer signs with Ed25519 (libsodium) then
+    # loads neither libcrypto.py nor der.py, two fewer modules on its cold path.
+    from . import libcrypto
+    return libcrypto
 
 
 def _unusable(reason):
@@ -124,7 +131,7 @@ def _key(jwk, where):
         elif kty == "EC":
             verifiers = _ec(jwk, where)
         elif kty == "RSA":
-            verifiers = _rsa(jwk, where)
+            verifiers = _rsa(jwk, where, jwk.get("alg"))
         else:
             raise _unusable(f"{where} has kty {kty!r}: use an OKP (Ed25519), EC or RSA public key")
     except ValueError:
@@ -161,7 +168,11 @@ def _okp(jwk, where):
     if y in ED25519_SMALL_ORDER_Y:
         raise _unusable(f"{where}: its Ed25519 \"x\" is a point of small order, which would "
                         "accept forged signatures; configure the issuer's real public key")
-    verify = libsodium.verifier(x) or libcrypto.ed25519_verifier(x)
+    verify = libsodium.verifier(x)
+    if verify is not None:
+        return dict.fromkeys(OKP_ALGS, verify)
+    libcrypto = _libcrypto()
+    verify = libcrypto.ed25519_verifier(x)
     if verify is None:
         if libcrypto.library() is None:
             raise _unusable(f"{where} needs libsodium (Debian's libsodium23 or libsodium26) "
@@ -178,13 +189,13 @@ def _ec(jwk, where):
     x, y = _member(jwk, "x", where), _member(jwk, "y", where)
     if len(x) != size or len(y) != size:
         raise _unusable(f"{where}: {crv} coordinates are {size} bytes each")
-    verify = libcrypto.ec_verifier(crv, x, y, hash_name, size)
+    verify = _libcrypto().ec_verifier(crv, x, y, hash_name, size)
     if verify is None:
         raise _unusable(f"{where} needs {NO_LIBCRYPTO}")
     return {alg: verify}
 
 
-def _rsa(jwk, where):
+def _rsa(jwk, where, alg):
     n_bytes, e_bytes = _member(jwk, "n", where), _member(jwk, "e", where)
     n, e = int.from_bytes(n_bytes, "big"), int.from_bytes(e_bytes, "big")
     if n.bit_length() < MIN_RSA_BITS:
@@ -194,7 +205,10 @@ def _rsa(jwk, where):
         # The bounds `cryptography` enforces; OpenSSL would take some of these and no
         # real key has them.
         raise ValueError("bad RSA exponent")
-    verifiers = libcrypto.rsa_verifiers(n_bytes, e_bytes, RSA_ALGS)
+    # A key naming its algorithm gets only that verifier: five fewer OpenSSL contexts to
+    # prepare on a new connection.
+    wanted = {alg: RSA_ALGS[alg]} if alg in RSA_ALGS else RSA_ALGS
+    verifiers = _libcrypto().rsa_verifiers(n_bytes, e_bytes, wanted)
     if verifiers is None:
         raise _unusable(f"{where} needs {NO_LIBCRYPTO}")
     return verifiers

@@ -115,12 +115,14 @@ class Verifier:
     prepared once, a digest per call. A signature must be `length` bytes; `ec_size` is
     set for ECDSA (the width of r and of s, converted to DER for OpenSSL)."""
 
-    __slots__ = ("_lib", "_ctx", "_md", "_size", "_out", "_length", "_ec_size")
+    __slots__ = ("_lib", "_ctx", "_md", "_size", "_out", "_out_address", "_length", "_ec_size")
 
     def __init__(self, lib, pkey, digest, length, ec_size=None, pss=False):
+        self._ctx = None
         self._lib, self._md, self._size = lib, digest.md, digest.size
         self._length, self._ec_size = length, ec_size
         self._out = ctypes.create_string_buffer(digest.size)
+        self._out_address = ctypes.addressof(self._out)
         self._ctx = lib.EVP_PKEY_CTX_new(pkey, None)
         if not self._ctx:
             raise MemoryError("EVP_PKEY_CTX_new failed")
@@ -141,8 +143,7 @@ class Verifier:
         lib = self._lib
         if self._ec_size is not None:
             signature = ecdsa_signature(signature, self._ec_size)
-        if lib.EVP_Digest(data, len(data), ctypes.addressof(self._out), None, self._md,
-                          None) != 1:
+        if lib.EVP_Digest(data, len(data), self._out_address, None, self._md, None) != 1:
             lib.ERR_clear_error()
             raise MemoryError("EVP_Digest failed")
         if lib.EVP_PKEY_verify(self._ctx, signature, len(signature), self._out, self._size) == 1:

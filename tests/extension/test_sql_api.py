@@ -602,6 +602,6 @@ def test_the_extension_never_imports_jwcrypto(pg, key):
         modules = conn.execute("select pg_temp.modules()").fetchone()[0]
     assert "pg_session_jwt.pl" in modules
     assert not [m for m in modules if m.startswith("jwcrypto")]
-    if key.get("kty") == "OKP":
-        # Ed25519 goes through the server's own libcrypto, not the cryptography package.
-        assert not [m for m in modules if m.startswith("cryptography")]
+    # Signatures go through libsodium and the server's own libcrypto, never the cryptography
+    # package (every algorithm: test_crypto_libraries.py).
+    assert not [m for m in modules if m.startswith("cryptography")]

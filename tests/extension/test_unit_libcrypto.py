@@ -320,3 +320,27 @@ def test_verifiers_hold_their_own_reference_to_the_key(rsa_private):
     gc.collect()
     signature = jws_sign(rsa_private, "PS256", b"data")
     assert all(mine(b"data", signature) for _ in range(50))
+
+
+def test_a_dropped_key_set_frees_its_openssl_objects(lib, monkeypatch):
+    """Key sets are replaced over a backend's life (a JWKS that rotates): every context and
+    key OpenSSL allocated for one is freed with it, not leaked until the backend exits."""
+    import gc
+
+    freed = []
+    for name in ("EVP_PKEY_CTX_free", "EVP_PKEY_free"):
+        real = getattr(lib, name)
+        monkeypatch.setattr(lib, name, lambda pointer, real=real, name=name: (
+            freed.append(name), real(pointer))[1])
+    jwks = json.dumps({"keys": [json.loads(public_jwk(generate_key(alg, kid=alg)))
+                                for alg in ("RS256", "ES384", "EdDSA")]})
+    monkeypatch.setattr(libsodium, "_lib", None)     # Ed25519 through libcrypto as well
+    keyset = keys.parse(jwks)
+    # parse frees each EVP_PKEY once its contexts hold it, and the EC check's context; a
+    # key with "alg" gets only that algorithm's context.
+    assert freed.count("EVP_PKEY_free") == 2 and freed.count("EVP_PKEY_CTX_free") == 1
+    freed.clear()
+    del keyset
+    gc.collect()
+    assert freed.count("EVP_PKEY_CTX_free") == 2       # RS256's and ES384's
+    assert freed.count("EVP_PKEY_free") == 1           # the Ed25519 key

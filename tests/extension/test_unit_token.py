@@ -202,3 +202,41 @@ def test_any_one_character_change_is_refused(ed, data):
     c = data.draw(st.characters(codec="utf-8").filter(lambda c: c != text[i]))
     with pytest.raises(JwtError):
         token.verify(text[:i] + c + text[i + 1:], ks, LIMIT)
+
+
+# --- the remembered header: a shortcut that must never change a decision ------------------
+
+def test_a_repeated_header_still_needs_a_valid_signature(ed):
+    header = {"alg": "EdDSA", "typ": "JWT", "kid": ed.get("kid")}
+    good = sign(ed, claims(), header=header)
+    token.verify(good, keyset(ed), LIMIT)            # remembers this header's text
+    forger = generate_key("EdDSA", kid=ed.get("kid"))
+    forged = sign(forger, claims(sub="mallory"), header=header, alg="EdDSA")
+    assert forged.split(".")[0] == good.split(".")[0]
+    refused(forged, keyset(ed), "23514", "invalid JWT signature")
+
+
+def test_a_repeated_header_still_selects_its_key_in_each_key_set(ed):
+    header = {"alg": "EdDSA", "kid": "only-in-the-first-set"}
+    first = generate_key("EdDSA", kid="only-in-the-first-set")
+    token.verify(sign(first, claims(), header=header), keyset(first), LIMIT)
+    other = keys.parse(json.dumps({"keys": [json.loads(public_jwk(generate_key("EdDSA", kid="a"))),
+                                            json.loads(public_jwk(generate_key("EdDSA", kid="b")))]}))
+    refused(sign(first, claims(), header=header), other, "23514", "matches no key")
+
+
+@pytest.mark.parametrize("header", [{"alg": "EdDSA", "crit": ["exp"]}, {"alg": "none"},
+                                    {"alg": "EdDSA", "jku": "https://elsewhere/jwks"}])
+def test_a_refused_header_is_refused_every_time(ed, header):
+    good = sign(ed, claims(), header={"alg": "EdDSA"})
+    token.verify(good, keyset(ed), LIMIT)
+    for _ in range(2):
+        with pytest.raises(JwtError) as info:
+            token.verify(sign(ed, claims(), header=header, alg="EdDSA"), keyset(ed), LIMIT)
+        assert info.value.sqlstate == "42804"
+
+
+def test_another_spelling_of_an_accepted_header_is_checked_in_full(ed):
+    token.verify(sign(ed, claims(), header='{"alg":"EdDSA"}'), keyset(ed), LIMIT)
+    refused(sign(ed, claims(), header='{"alg":"EdDSA","alg":"EdDSA"}', alg="EdDSA"), keyset(ed),
+            "42804", "duplicate")
