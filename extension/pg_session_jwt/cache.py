@@ -16,8 +16,6 @@ the cache is not consulted at all (`session.Backend` keeps only the current toke
 an older token must be verified again and fail the jti check.
 """
 
-from collections import OrderedDict
-
 from .errors import CHECK_VIOLATION, JwtError
 
 MAX_ENTRIES = 256
@@ -31,7 +29,9 @@ class VerifiedCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._entries = OrderedDict()
+        # A plain dict keeps insertion order, which is all LRU needs (re-insert on use):
+        # `collections` would cost a new backend about a millisecond to import.
+        self._entries = {}
 
     def __len__(self):
         return len(self._entries)
@@ -52,7 +52,7 @@ class VerifiedCache:
         except JwtError:
             self._drop(token)
             raise
-        self._entries.move_to_end(token)
+        self._entries[token] = self._entries.pop(token)  # now the most recently used
         return session
 
     def put(self, token, session, keyset, nbf):
