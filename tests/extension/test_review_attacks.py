@@ -3,10 +3,11 @@ shares the victim's role (and by hostile tokens and keys) that the other attack 
 do not try. Each test tries to get an identity it must not get.
 
 Covered here: replaying a session-scoped handle after the session ended or was replaced
-(two known breaks, xfail: see each test's reason), a key whose RSA exponent would make
-every signature forgeable, ECDSA signatures of zero or of the group order (the
-"psychic signature" class), and the expiry and not-before checks of a token that the
-per-backend caches (the getters' last session, the verified-token cache) hold on to.
+(a known break, xfail: see its reason), a key whose RSA exponent would make every
+signature forgeable, ECDSA signatures of zero or of the group order (the "psychic
+signature" class), the expiry and not-before checks of a token that the per-backend
+caches (the getters' last session, the verified-token cache) hold on to, and a key set
+planted in the JWKS URL's cache file by a role that may write server files.
 """
 
 import hashlib
@@ -246,3 +247,43 @@ def test_a_raw_token_error_never_echoes_the_token(pg, key, app_role):
             assert token.split(".")[2] not in text and token.split(".")[1] not in text
         else:
             pytest.fail("an expired raw token gave an identity")
+
+
+# --- 4. the JWKS URL's shared cache file --------------------------------------------------
+
+JWKS_CACHE = "/var/run/postgresql/pg-session-jwt-jwks.json"
+
+def copy_raw(conn, text, path):
+    """COPY `text` into `path` byte for byte (CSV with a quote and delimiter the text lacks:
+    no escaping), as a role with pg_write_server_files can."""
+    conn.execute(psycopg.sql.SQL(
+        "copy (select {}) to {} with (format csv, quote e'\\x01', delimiter e'\\x02')").format(
+            psycopg.sql.Literal(text), psycopg.sql.Literal(path)))
+
+
+@pytest.mark.slow
+def test_a_file_writing_role_cannot_plant_a_key_set(image, start_container, keys):
+    """An operator grants pg_write_server_files to an export role (its purpose: COPY TO a
+    file). That role must not be able to choose the keys every token is checked with: the
+    file it writes is owned by the server's user with mode 0600, as the server's own is,
+    and only the MAC under the entrypoint's secret tells them apart."""
+    url = f"https://pgjwt-nowhere-{uuid.uuid4().hex[:8]}:8443/jwks.json"
+    pg = start_container(image, environment={"PG_SESSION_JWT_JWKS_URL": url,
+                                             "PG_SESSION_JWT_AUDIENCE": "app"})
+    mallory = keys["ES256"]
+    role = f"export_{uuid.uuid4().hex[:8]}"
+    with pg.connect() as admin:
+        admin.execute(f"create role {role} login password {literal(pg.password)}")
+        admin.execute(f"grant pg_write_server_files to {role}")
+    planted = json.dumps({"url": url, "fetched": time.time(), "max_age": 86400,
+                          "jwks": json.dumps({"keys": [json.loads(public_jwk(mallory))]})},
+                         separators=(",", ":"))
+    with pg.connect(user=role) as conn:
+        copy_raw(conn, planted, JWKS_CACHE)
+    token = mint(mallory, {"aud": "app"}, sub="anyone-mallory-likes")
+    with pg.connect() as conn:
+        result = error(conn, "select auth.jwt_session_init(%s)", [token])
+        assert result[0] in {"02000", "23514"}, result
+        conn.execute("select set_config('pg_session_jwt.jwt', %s, false)", [token])
+        assert identity(conn) is None
+    assert "not written by this server" in pg.logs()
