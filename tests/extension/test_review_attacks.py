@@ -18,7 +18,16 @@ import uuid
 import psycopg
 import pytest
 
-from devtools.jwt import mint, public_jwk
+from builder import containers
+from devtools.jwt import generate_key, mint, public_jwk
+from tests.extension.test_jwks_url import (  # noqa: F401 (fixtures used by name)
+    AUDIENCE,
+    REFRESH_MIN,
+    ca_volume,
+    issuers,
+    jwks_env,
+    network,
+)
 from tests.support.jws import b64, unb64, unsigned
 from tests.support.sql import error, identity, literal
 
@@ -30,6 +39,13 @@ SESSION_OUTLIVES_END = (
     "call no extension code, so nothing tells Python the handle is dead. Fixing it needs a "
     "transaction-end hook that knows COMMIT from ROLLBACK (C, or jwt_session_end() calling "
     "into Python plus such a hook), not a change local to the Python package")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def network_first(network):  # noqa: F811 (the imported fixture)
+    """The JWKS issuer's network set up before any container of this module, so that it is
+    removed after them (module fixtures are torn down in reverse order)."""
+    return network
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +303,51 @@ def test_a_file_writing_role_cannot_plant_a_key_set(image, start_container, keys
         conn.execute("select set_config('pg_session_jwt.jwt', %s, false)", [token])
         assert identity(conn) is None
     assert "not written by this server" in pg.logs()
+
+
+@pytest.mark.slow
+def test_the_jwks_secret_is_root_only_and_survives_a_restart(image, start_container):
+    """The secret lives where the server's user cannot read or replace it, and a restart
+    keeps it, so a restarted container still takes the cache file it wrote before."""
+    url = f"https://pgjwt-nowhere-{uuid.uuid4().hex[:8]}:8443/jwks.json"
+    pg = start_container(image, environment={"PG_SESSION_JWT_JWKS_URL": url,
+                                             "PG_SESSION_JWT_AUDIENCE": "app"})
+    secret = "/var/run/postgresql/pg-session-jwt-jwks.secret"
+    code, out = pg.exec(["stat", "-c", "%U %a %s", secret], user="root")
+    assert code == 0 and out.split() == ["root", "600", "64"], out
+    code, _ = pg.exec(["cat", secret], user="postgres")
+    assert code != 0
+    code, before = pg.exec(["sha256sum", secret], user="root")
+    pg.container.restart(timeout=10)
+    containers.wait_ready(pg, 120)
+    code, after = pg.exec(["sha256sum", secret], user="root")
+    assert code == 0 and after == before
+
+
+# --- 5. a gateway's raw token across a key rotation ---------------------------------------
+
+@pytest.mark.slow
+def test_a_raw_token_of_a_retired_key_is_refused_on_an_existing_connection(  # noqa: F811
+        image, network, start_container, issuers):  # noqa: F811 (the imported fixtures)
+    """A gateway keeps a raw token in pg_session_jwt.jwt (SET, as the original's users do)
+    and presents it again in later transactions. Once the issuer retires its key and the
+    server has the new set, that token must be refused there too, as it is on a new
+    connection and through jwt_session_init(): a raw token is verified before use, not a
+    session that was started."""
+    issuer = issuers()
+    old, new = generate_key("EdDSA"), generate_key("EdDSA")
+    issuer.publish(old)
+    pg = start_container(image, environment=jwks_env(issuer), volumes=ca_volume(issuer),
+                         network=network)
+    old_token = mint(old, {"aud": AUDIENCE}, sub="old")
+    with pg.connect() as existing:
+        existing.execute(f"set pg_session_jwt.jwt = {literal(old_token)}")
+        assert identity(existing) == "old"
+        issuer.publish(new)
+        time.sleep(REFRESH_MIN + 0.5)
+        with pg.connect() as fresh:   # its unknown kid refreshes the server's set
+            fresh.execute("select auth.jwt_session_init(%s)", [mint(new, {"aud": AUDIENCE})])
+            fresh.execute(f"set pg_session_jwt.jwt = {literal(old_token)}")
+            assert identity(fresh) is None
+        assert identity(existing) is None
+        assert identity(existing, "auth.session()->>'sub'") is None
