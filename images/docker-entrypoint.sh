@@ -160,10 +160,32 @@ docker_write_runtime_config() {
 # document refuses the start.
 docker_fetch_jwks() {
 	[ -n "${PG_SESSION_JWT_JWKS_URL:-}" ] || return 0
+	docker_jwks_secret
 	if ! python3 -m pg_session_jwt.jwks fetch --dir "$RUNTIME_DIR"; then
 		pg_error "start refused; nothing in $PGDATA was changed"
 		exit 1
 	fi
+}
+
+# The secret that authenticates the JWKS cache file (extension/pg_session_jwt/jwks.py says
+# why): a file the server's user, and so a role with pg_write_server_files, can neither read
+# nor replace when started as root (root-owned, 0600, in the sticky run directory), so a
+# restart keeps the last good set; started as another uid, a new one per start. It reaches
+# the server through the environment only. An operator's own value is kept.
+docker_jwks_secret() {
+	[ -n "${PG_SESSION_JWT_JWKS_URL:-}" ] && [ -z "${PG_SESSION_JWT_JWKS_SECRET:-}" ] || return 0
+	local file="$RUNTIME_DIR/pg-session-jwt-jwks.secret"
+	if [ "$(id -u)" = 0 ]; then
+		# Anything else at that name (another owner, a symlink) was not made here.
+		if [ -L "$file" ] || [ ! -s "$file" ] || [ "$(stat -c %u "$file")" != 0 ]; then
+			rm -f "$file"
+			(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$file")
+		fi
+		PG_SESSION_JWT_JWKS_SECRET=$(cat "$file")
+	else
+		PG_SESSION_JWT_JWKS_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	fi
+	export PG_SESSION_JWT_JWKS_SECRET
 }
 
 docker_create_db_directories() {
@@ -364,6 +386,7 @@ docker_prepare() {
 	fi
 	if [ "$(id -u)" = 0 ]; then
 		docker_create_db_directories
+		docker_jwks_secret
 		export _PG_SESSION_JWT_CHECKED=1
 		exec gosu postgres "$0" "$@"
 	fi

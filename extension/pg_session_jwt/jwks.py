@@ -24,6 +24,17 @@ client sends — startup packet, SET, role settings — reaches `os.environ`):
   PG_SESSION_JWT_JWKS_REFRESH_MIN  shortest interval between two fetches, seconds (60)
   PG_SESSION_JWT_JWKS_CA_FILE      extra CA certificates (PEM) trusted for that URL
   PG_SESSION_JWT_JWKS_ALLOW_HTTP   on: allow an http:// URL (development stacks only)
+  PG_SESSION_JWT_JWKS_SECRET       the key that authenticates the cache file (the entrypoint
+                                   sets it; an operator without the entrypoint may)
+
+Why the cache file is authenticated: the run directory and the file belong to the server's
+user, and so does every file a role with pg_write_server_files writes with COPY TO. Owner
+and mode cannot tell the server's own document from one such a role planted, and a planted
+key set would let that role sign tokens for anyone. With a secret in the postmaster's
+environment (out of reach of COPY TO), the file carries an HMAC-SHA256 of its document
+under that secret and a backend takes no document without a valid one. Without a secret
+(an operator that runs the image without its entrypoint and sets none) the file is
+trusted by owner and mode alone, as before.
 
 Bounds: a document lives for the response's Cache-Control max-age (or Expires), at
 least REFRESH_MIN and at most MAX_AGE (24 h); DEFAULT_MAX_AGE when the response says
@@ -44,6 +55,8 @@ REFRESH_VARIABLE = "PG_SESSION_JWT_JWKS_REFRESH_MIN"
 CA_VARIABLE = "PG_SESSION_JWT_JWKS_CA_FILE"
 HTTP_VARIABLE = "PG_SESSION_JWT_JWKS_ALLOW_HTTP"
 ANY_AUDIENCE_VARIABLE = "PG_SESSION_JWT_ALLOW_ANY_AUDIENCE"
+SECRET_VARIABLE = "PG_SESSION_JWT_JWKS_SECRET"
+MIN_SECRET_CHARS = 32
 
 RUN_DIR = "/var/run/postgresql"
 CACHE_NAME = "pg-session-jwt-jwks.json"
@@ -70,13 +83,15 @@ def flag(env, name):
 class Config:
     """The JWKS settings of the postmaster's environment, checked."""
 
-    __slots__ = ("url", "refresh_min", "ca_file", "allow_http")
+    __slots__ = ("url", "refresh_min", "ca_file", "allow_http", "secret")
 
-    def __init__(self, url, refresh_min=DEFAULT_REFRESH_MIN, ca_file=None, allow_http=False):
+    def __init__(self, url, refresh_min=DEFAULT_REFRESH_MIN, ca_file=None, allow_http=False,
+                 secret=None):
         self.url = url
         self.refresh_min = refresh_min
         self.ca_file = ca_file
         self.allow_http = allow_http
+        self.secret = secret      # bytes: authenticates the cache file; None: owner/mode only
 
     @classmethod
     def from_env(cls, env=None):
@@ -98,7 +113,13 @@ class Config:
         if ca_file is not None and not os.path.isfile(ca_file):
             raise JwtError(INVALID_PARAMETER_VALUE, f"{CA_VARIABLE}={ca_file}: no such file; "
                            "mount the PEM file with the CA certificate(s) there")
-        return cls(url, refresh_min, ca_file, allow_http)
+        secret = (env.get(SECRET_VARIABLE) or "").strip() or None
+        if secret is not None and len(secret) < MIN_SECRET_CHARS:
+            raise JwtError(INVALID_PARAMETER_VALUE, f"{SECRET_VARIABLE} is too short: use at least "
+                           f"{MIN_SECRET_CHARS} random characters (or leave it unset: the "
+                           "entrypoint makes one)")
+        return cls(url, refresh_min, ca_file, allow_http,
+                   None if secret is None else secret.encode("utf-8"))
 
 
 def check_url(url, allow_http):
@@ -240,14 +261,39 @@ class Document:
     def expires(self):
         return self.fetched + self.max_age
 
-    def to_json(self):
-        return json_dumps({"url": self.url, "fetched": self.fetched, "max_age": self.max_age,
-                           "jwks": self.jwks})
+    def to_json(self, secret=None):
+        value = {"url": self.url, "fetched": self.fetched, "max_age": self.max_age,
+                 "jwks": self.jwks}
+        if secret is not None:
+            value["mac"] = _mac(secret, value)
+        return json_dumps(value)
 
     @classmethod
-    def from_json(cls, text):
+    def from_json(cls, text, secret=None):
+        """The document of the file's `text`; ValueError when `secret` is given and the
+        file's MAC is missing or wrong."""
         value = json_loads(text)
+        if secret is not None:
+            import hmac  # only when a file changed, in JWKS mode: not on a new backend's path
+
+            mac = value.get("mac")
+            if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(secret, value)):
+                raise Unauthenticated
         return cls(value["url"], value["jwks"], float(value["fetched"]), int(value["max_age"]))
+
+
+class Unauthenticated(ValueError):
+    """A cache file without a valid MAC under the configured secret."""
+
+
+def _mac(secret, value):
+    """HMAC-SHA256 under `secret` of the document's fields, in a fixed encoding."""
+    import hashlib
+    import hmac
+
+    fields = json_dumps([value.get("url"), value.get("fetched"), value.get("max_age"),
+                         value.get("jwks")])
+    return hmac.new(secret, fields.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def write_atomically(path, text):
@@ -303,8 +349,12 @@ class Source:
             return False
         try:
             with open(self.cache_path, encoding="utf-8") as fh:
-                document = Document.from_json(fh.read())
-        except (OSError, ValueError, KeyError, TypeError):
+                document = Document.from_json(fh.read(), self.config.secret)
+        except Unauthenticated:
+            self._say(f"pg_session_jwt: ignoring {self.cache_path}: not written by this "
+                      f"server ({SECRET_VARIABLE} does not authenticate it)")
+            return False
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return False
         if document.url != self.config.url:
             return False  # left by a start with another URL
@@ -391,7 +441,7 @@ class Source:
         document = Document(config.url, text, now, max_age(headers, now, config.refresh_min))
         old = self.keyset
         try:
-            write_atomically(self.cache_path, document.to_json())
+            write_atomically(self.cache_path, document.to_json(self.config.secret))
             self.reload()
         except OSError as exc:
             # This process still uses what it fetched; the others fetch for themselves.
@@ -488,7 +538,7 @@ def main(argv=None):
             return 1
         _write_attempt(fd, {"attempted": now})
         document = Document(config.url, text, now, max_age(headers, now, config.refresh_min))
-        write_atomically(source.cache_path, document.to_json())
+        write_atomically(source.cache_path, document.to_json(config.secret))
     finally:
         os.close(fd)
     print(f"pg-session-jwt: fetched the key set from {config.url} (kids "

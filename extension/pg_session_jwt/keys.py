@@ -202,9 +202,11 @@ def _rsa(jwk, where, alg):
         raise _unusable(f"{where}: RSA keys need at least {MIN_RSA_BITS} bits "
                         f"(this one has {n.bit_length()})")
     if e < 3 or e >= n or not e & 1:
-        # The bounds `cryptography` enforces; OpenSSL would take some of these and no
-        # real key has them.
-        raise ValueError("bad RSA exponent")
+        # The bounds `cryptography` enforces; OpenSSL would take some of these (e = 1 makes
+        # every signature computable by anyone) and no real key has them.
+        raise _unusable(f"{where} is not a valid RSA public key: its exponent \"e\" must be "
+                        "odd, at least 3 and below n (issuers publish e = 65537, \"AQAB\"); "
+                        "check that the key was copied whole")
     # A key naming its algorithm gets only that verifier: five fewer OpenSSL contexts to
     # prepare on a new connection.
     wanted = {alg: RSA_ALGS[alg]} if alg in RSA_ALGS else RSA_ALGS

@@ -171,7 +171,8 @@ class Session:
 
 class Entry:
     """What a value of pg_session_jwt.jwt stands for: `key` (a handle or a raw token), its
-    session, and the transaction stamp a transaction-scoped handle is bound to (else None)."""
+    session, and the transaction stamp it is bound to: a transaction-scoped handle's, or
+    the one a raw token was last checked in (None: a session-scoped handle)."""
 
     __slots__ = ("key", "session", "xact")
 
@@ -302,7 +303,11 @@ class Backend:
             if entry is None:
                 if jwt.startswith(HANDLE_PREFIX):
                     raise JwtError(CHECK_VIOLATION, UNKNOWN_HANDLE)
-                entry = Entry(jwt, self.verify(jwt, now, audit))
+                # A raw token is verified before use, not a started session: bound to this
+                # transaction, the getters' cache sends it back here (to verify(), which
+                # checks it against the current key set) once per transaction, so a token
+                # of a key the issuer has retired stops working on this connection too.
+                entry = Entry(jwt, self.verify(jwt, now, audit), xact())
             elif entry.xact is not None and entry.xact != xact():
                 raise JwtError(CHECK_VIOLATION, STALE_HANDLE)
             entry.session.check_expiry(now)

@@ -12,36 +12,10 @@ from pg_session_jwt.errors import JwtError
 from pg_session_jwt.session import Backend
 
 from devtools.jwt import generate_key, public_jwk
+from tests.support.jwks_fakes import URL, Clock, Issuer, kids
 from tests.support.jws import sign
 
-URL = "https://issuer.example/.well-known/jwks.json"
 REAL_SOURCE = jwks.Source
-
-
-class Clock:
-    def __init__(self, now=1_800_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
-class Issuer:
-    """A fake fetcher: serves `keys` with `headers`, or fails; counts requests."""
-
-    def __init__(self, *keys, headers=None):
-        self.keys = list(keys)
-        self.headers = headers if headers is not None else {"Cache-Control": "max-age=600"}
-        self.failure = None
-        self.document = None
-        self.requests = 0
-
-    def __call__(self, config):
-        self.requests += 1
-        if self.failure is not None:
-            raise self.failure
-        text = self.document or json.dumps({"keys": [json.loads(public_jwk(k)) for k in self.keys]})
-        return text, self.headers
 
 
 @pytest.fixture()
@@ -62,10 +36,6 @@ def new_key():
 def backend_source(tmp_path, issuer, clock, refresh_min=60, log=None):
     return jwks.Source(jwks.Config(URL, refresh_min), directory=str(tmp_path), fetcher=issuer,
                        clock=clock, log=log)
-
-
-def kids(keyset):
-    return {key.kid for key in keyset.keys}
 
 
 def test_first_use_fetches_and_other_backends_read_the_file(tmp_path, clock, old_key):
