@@ -12,7 +12,7 @@ getters (PL/Python then adds "plpy.Error: " and a traceback as CONTEXT).
 
 from time import time
 
-from .errors import OBJECT_NOT_IN_PREREQUISITE_STATE, JwtError
+from .errors import NULL_VALUE_NOT_ALLOWED, OBJECT_NOT_IN_PREREQUISITE_STATE, JwtError
 from .session import Backend
 
 state = Backend()
@@ -20,6 +20,11 @@ state = Backend()
 # A VOLATILE plpgsql helper that RESETs the settings in a subtransaction it rolls back,
 # so it reads their connection-start values and leaves the session's own untouched.
 CAPTURE = "select * from auth._connection_settings()"
+
+NULL_TOKEN = ("auth.jwt_session_init(): the token is NULL; pass the token text "
+              "(to end a session, call auth.jwt_session_end())")
+NULL_LOCAL = ('auth.jwt_session_init(): "local" is NULL; pass true for a '
+              "transaction-scoped session or false for a session-scoped one")
 
 PARALLEL_MODE = ("pg_session_jwt cannot read the connection's settings in parallel mode: call "
                  "auth.init() before a query that may run in parallel, and do not wrap its "
@@ -161,7 +166,12 @@ def check(plpy, jwt):
 def start(plpy, jwt, local):
     """auth._start() (0.3.0): verify `jwt` and return [NULL, handle] for
     auth.jwt_session_init() to store in pg_session_jwt.jwt, or [sqlstate, message] for it
-    to raise. The handle, not the token, is what SQL can read afterwards."""
+    to raise. The handle, not the token, is what SQL can read afterwards. A NULL argument
+    is refused here, so the PL/pgSQL caller needs no statement of its own for it."""
+    if jwt is None:
+        return [NULL_VALUE_NOT_ALLOWED, NULL_TOKEN]
+    if local is None:
+        return [NULL_VALUE_NOT_ALLOWED, NULL_LOCAL]
     try:
         capture(plpy, parallel_possible=False)
         return [None, state.start(jwt, local, time(), transaction_stamp, plpy.log)]

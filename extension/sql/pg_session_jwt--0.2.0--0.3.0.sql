@@ -63,11 +63,12 @@ END
 $$;
 
 -- Verifies the token and returns [NULL, handle], or [sqlstate, message] for the caller
--- to raise. Called directly it only hands out a handle for the caller's own verified
--- token: what it returns is no more than jwt_session_init() would store.
+-- to raise (a NULL argument is one of those refusals). Called directly it only hands out
+-- a handle for the caller's own verified token: what it returns is no more than
+-- jwt_session_init() would store.
 CREATE FUNCTION auth._start(jwt pg_catalog.text, "local" pg_catalog.bool)
 RETURNS pg_catalog.text[]
-LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 AS $$
 f = SD.get("f")
 if f is None:
@@ -89,30 +90,22 @@ BEGIN
 END
 $$;
 
--- Not STRICT any more: a NULL argument is an ERROR, never "keep the previous identity".
+-- Not STRICT any more: a NULL argument is an ERROR, never "keep the previous identity"
+-- (auth._start() refuses it). Every statement is a plain assignment or IF, which PL/pgSQL
+-- evaluates as a simple expression; a PERFORM would start the executor on every call.
 CREATE OR REPLACE FUNCTION auth.jwt_session_init(jwt pg_catalog.text, "local" pg_catalog.bool DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    result pg_catalog.text[];
+    result pg_catalog.text[] := auth._start(jwt, "local");
+    handle pg_catalog.text;
 BEGIN
-    IF jwt IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004',
-            MESSAGE = 'auth.jwt_session_init(): the token is NULL; pass the token text '
-                      '(to end a session, call auth.jwt_session_end())';
-    END IF;
-    IF "local" IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004',
-            MESSAGE = 'auth.jwt_session_init(): "local" is NULL; pass true for a '
-                      'transaction-scoped session or false for a session-scoped one';
-    END IF;
-    result := auth._start(jwt, "local");
     IF result[1] IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = result[1], MESSAGE = result[2];
     END IF;
-    PERFORM pg_catalog.set_config('pg_session_jwt.jwt', result[2], "local");
+    handle := pg_catalog.set_config('pg_session_jwt.jwt', result[2], "local");
 END
 $$;
 COMMENT ON FUNCTION auth.jwt_session_init(pg_catalog.text, pg_catalog.bool) IS
