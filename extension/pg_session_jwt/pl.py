@@ -1,10 +1,11 @@
 """The glue called from the extension's plpython3u functions; the only module using plpy.
 
 Each SQL function body caches one function of this module in its SD and calls it with
-`plpy` and its arguments. The getters receive `pg_session_jwt.jwt` and
-`request.jwt.claims` as arguments (read by an inlined SQL wrapper), so a cache hit —
-the common case, once per row — is a string comparison and an expiry check (plus, for a
-transaction-scoped session, a read of `transaction_stamp()`), with no SPI call.
+`plpy` and its arguments. The getters receive `pg_session_jwt.jwt` as their argument
+(read by an inlined SQL wrapper), so a cache hit — the common case, once per row — is a
+string comparison and an expiry check (plus, for a transaction-scoped session, a read of
+`transaction_stamp()`), with no SPI call. `request.jwt.claims` is read only when the
+token setting is empty (`read_setting`, no SPI either); 0.2.0's getters still pass it.
 A JwtError becomes an ERROR with its SQLSTATE: returned as [sqlstate, message]
 to PL/pgSQL by init_check() and check() (a clean ERROR), raised with plpy.error() by the
 getters (PL/Python then adds "plpy.Error: " and a traceback as CONTEXT).
@@ -12,7 +13,7 @@ getters (PL/Python then adds "plpy.Error: " and a traceback as CONTEXT).
 
 from time import time
 
-from .errors import OBJECT_NOT_IN_PREREQUISITE_STATE, JwtError
+from .errors import NULL_VALUE_NOT_ALLOWED, OBJECT_NOT_IN_PREREQUISITE_STATE, JwtError
 from .session import Backend
 
 state = Backend()
@@ -20,6 +21,11 @@ state = Backend()
 # A VOLATILE plpgsql helper that RESETs the settings in a subtransaction it rolls back,
 # so it reads their connection-start values and leaves the session's own untouched.
 CAPTURE = "select * from auth._connection_settings()"
+
+NULL_TOKEN = ("auth.jwt_session_init(): the token is NULL; pass the token text "
+              "(to end a session, call auth.jwt_session_end())")
+NULL_LOCAL = ('auth.jwt_session_init(): "local" is NULL; pass true for a '
+              "transaction-scoped session or false for a session-scoped one")
 
 PARALLEL_MODE = ("pg_session_jwt cannot read the connection's settings in parallel mode: call "
                  "auth.init() before a query that may run in parallel, and do not wrap its "
@@ -111,6 +117,39 @@ def _error(plpy, exc):
     plpy.error(exc.message, sqlstate=exc.sqlstate)
 
 
+# The getters' request_claims when their SQL wrapper did not pass it (0.3.0's do not).
+UNREAD = object()
+REQUEST_CLAIMS = "request.jwt.claims"
+
+
+def read_setting(name):
+    """The current value of setting `name` (None when it does not exist), read with the
+    server's GetConfigOption(name, missing_ok => true, restrict_privileged => false),
+    which reports no error for those arguments: no SPI call and nothing that could jump
+    out of the interpreter. Outside a server (unit tests): None."""
+    global _get_config_option
+    if _get_config_option is None:
+        _get_config_option = _config_reader()
+    value = _get_config_option(name.encode(), True, False)
+    # The image's databases are UTF-8; a byte the codec refuses makes the JSON unreadable,
+    # which counts as no claims, as bad JSON does.
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+_get_config_option = None
+
+
+def _config_reader():
+    import ctypes
+
+    function = getattr(ctypes.CDLL(None), "GetConfigOption", None)
+    if function is None:   # not inside a server: unit tests
+        return lambda name, missing_ok, restrict: None
+    function.restype = ctypes.c_char_p
+    function.argtypes = [ctypes.c_char_p, ctypes.c_bool, ctypes.c_bool]
+    return function
+
+
 def _lookup(plpy, jwt, request_claims):
     current = state.current
     if current is not None and jwt == current.key and (
@@ -118,8 +157,14 @@ def _lookup(plpy, jwt, request_claims):
         session = current.session
         session.check_expiry(time())
         return session
-    if not jwt and not request_claims:
-        return None
+    if not jwt:
+        if request_claims is UNREAD:
+            request_claims = read_setting(REQUEST_CLAIMS)
+        if not request_claims:
+            return None
+    elif request_claims is UNREAD:
+        # Without a key the token setting is ignored and the claims are what counts.
+        request_claims = read_setting(REQUEST_CLAIMS)
     capture(plpy)
     return state.lookup(jwt, request_claims, time(), transaction_stamp, plpy.log)
 
@@ -161,7 +206,12 @@ def check(plpy, jwt):
 def start(plpy, jwt, local):
     """auth._start() (0.3.0): verify `jwt` and return [NULL, handle] for
     auth.jwt_session_init() to store in pg_session_jwt.jwt, or [sqlstate, message] for it
-    to raise. The handle, not the token, is what SQL can read afterwards."""
+    to raise. The handle, not the token, is what SQL can read afterwards. A NULL argument
+    is refused here, so the PL/pgSQL caller needs no statement of its own for it."""
+    if jwt is None:
+        return [NULL_VALUE_NOT_ALLOWED, NULL_TOKEN]
+    if local is None:
+        return [NULL_VALUE_NOT_ALLOWED, NULL_LOCAL]
     try:
         capture(plpy, parallel_possible=False)
         return [None, state.start(jwt, local, time(), transaction_stamp, plpy.log)]
@@ -184,13 +234,13 @@ def verify(plpy, jwt):
     return jwt
 
 
-def session(plpy, jwt, request_claims):
+def session(plpy, jwt, request_claims=UNREAD):
     """auth.session() / auth.jwt(): the claims as JSON text, JSON null without a session."""
     found = _find(plpy, jwt, request_claims)
     return "null" if found is None else found.claims_json
 
 
-def user_id(plpy, jwt, request_claims):
+def user_id(plpy, jwt, request_claims=UNREAD):
     """auth.user_id(): `sub`, NULL without a session; 42804 when a verified `sub` is not text."""
     found = _find(plpy, jwt, request_claims)
     if found is None:
@@ -201,19 +251,19 @@ def user_id(plpy, jwt, request_claims):
     return sub
 
 
-def uid(plpy, jwt, request_claims):
+def uid(plpy, jwt, request_claims=UNREAD):
     """auth.uid(): `sub` when it is a UUID, else NULL."""
     found = _find(plpy, jwt, request_claims)
     return None if found is None else found.uid
 
 
-def organization(plpy, jwt, request_claims):
+def organization(plpy, jwt, request_claims=UNREAD):
     """auth.organization(): the `o` claim when it is an object, else NULL."""
     found = _find(plpy, jwt, request_claims)
     return None if found is None else found.organization
 
 
-def organization_id(plpy, jwt, request_claims):
+def organization_id(plpy, jwt, request_claims=UNREAD):
     """auth.organization_id(): `o.id` when it is a UUID, else NULL."""
     found = _find(plpy, jwt, request_claims)
     return None if found is None else found.organization_id

@@ -49,6 +49,12 @@ HANDLE_PREFIX = "pg_session_jwt:"
 # Session-scoped handles kept for rollbacks (a rolled-back jwt_session_init leaves the
 # previous handle in the setting, which must still work); older ones are forgotten.
 MAX_SESSION_HANDLES = 16
+# Random bytes per handle. The kernel is asked for RANDOM_BATCH handles' worth at a time:
+# each handle still gets fresh bytes of its own (none is derived from another, so seeing
+# some handles of a backend says nothing about the next), for one getrandom() call per
+# RANDOM_BATCH handles instead of one per jwt_session_init.
+HANDLE_BYTES = 18
+RANDOM_BATCH = 64
 
 STALE_HANDLE = ("pg_session_jwt.jwt holds a session handle of another transaction: a "
                 "transaction-scoped session ends with its transaction; call "
@@ -201,7 +207,14 @@ class Backend:
         self._request = (None, None)
         self._verified = None       # the last verified session ...
         self._verified_keys = None  # ... and the key set it was verified under
-        self._handles = {}
+        # Handles by scope, so that starting a session rebuilds nothing: the session-scoped
+        # ones (oldest first), and the transaction-scoped ones of the transaction whose
+        # stamp is _local_stamp (a later transaction's first start drops them all at once).
+        self._session_handles = {}
+        self._local_handles = {}
+        self._local_stamp = None
+        self._random = b""
+        self._random_at = 0
 
     def configure(self, values, log=None):
         """Take the connection-start settings ({name: text}); only the first call counts."""
@@ -281,17 +294,29 @@ class Backend:
         if not local and self.settings.session_scope == "transaction":
             raise JwtError(INSUFFICIENT_PRIVILEGE, SESSION_SCOPE_REFUSED)
         session = self.verify(jwt, now, audit)
-        stamp = xact()
-        # Handles of finished transactions can never work again: forget them.
-        handles = {k: e for k, e in self._handles.items() if e.xact is None or e.xact == stamp}
-        scoped = [k for k, e in handles.items() if e.xact is None]
-        for old in scoped[:max(0, len(scoped) - MAX_SESSION_HANDLES + 1)]:
-            del handles[old]
-        entry = Entry(HANDLE_PREFIX + os.urandom(18).hex(), session, stamp if local else None)
-        handles[entry.key] = entry
-        self._handles = handles
+        if local:
+            stamp = xact()
+            if stamp != self._local_stamp:
+                # Handles of finished transactions can never work again: forget them.
+                self._local_handles, self._local_stamp = {}, stamp
+            entry = Entry(self._new_handle(), session, stamp)
+            self._local_handles[entry.key] = entry
+        else:
+            handles = self._session_handles
+            while len(handles) >= MAX_SESSION_HANDLES:
+                del handles[next(iter(handles))]
+            entry = Entry(self._new_handle(), session)
+            handles[entry.key] = entry
         self.current = entry
         return entry.key
+
+    def _new_handle(self):
+        """A new unguessable handle: HANDLE_BYTES fresh random bytes, in hex."""
+        at = self._random_at
+        if at + HANDLE_BYTES > len(self._random):
+            self._random, at = os.urandom(HANDLE_BYTES * RANDOM_BATCH), 0
+        self._random_at = at + HANDLE_BYTES
+        return HANDLE_PREFIX + self._random[at:at + HANDLE_BYTES].hex()
 
     def lookup(self, jwt, request_claims, now, xact, audit=None):
         """The session the getters see: the handle's or the verified token's with a key,
@@ -299,7 +324,7 @@ class Backend:
         if self.settings.jwk or self._jwks is not None:
             if not jwt:
                 return None
-            entry = self._handles.get(jwt)
+            entry = self._local_handles.get(jwt) or self._session_handles.get(jwt)
             if entry is None:
                 if jwt.startswith(HANDLE_PREFIX):
                     raise JwtError(CHECK_VIOLATION, UNKNOWN_HANDLE)

@@ -63,11 +63,12 @@ END
 $$;
 
 -- Verifies the token and returns [NULL, handle], or [sqlstate, message] for the caller
--- to raise. Called directly it only hands out a handle for the caller's own verified
--- token: what it returns is no more than jwt_session_init() would store.
+-- to raise (a NULL argument is one of those refusals). Called directly it only hands out
+-- a handle for the caller's own verified token: what it returns is no more than
+-- jwt_session_init() would store.
 CREATE FUNCTION auth._start(jwt pg_catalog.text, "local" pg_catalog.bool)
 RETURNS pg_catalog.text[]
-LANGUAGE plpython3u VOLATILE STRICT PARALLEL UNSAFE
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 AS $$
 f = SD.get("f")
 if f is None:
@@ -89,30 +90,22 @@ BEGIN
 END
 $$;
 
--- Not STRICT any more: a NULL argument is an ERROR, never "keep the previous identity".
+-- Not STRICT any more: a NULL argument is an ERROR, never "keep the previous identity"
+-- (auth._start() refuses it). Every statement is a plain assignment or IF, which PL/pgSQL
+-- evaluates as a simple expression; a PERFORM would start the executor on every call.
 CREATE OR REPLACE FUNCTION auth.jwt_session_init(jwt pg_catalog.text, "local" pg_catalog.bool DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    result pg_catalog.text[];
+    result pg_catalog.text[] := auth._start(jwt, "local");
+    handle pg_catalog.text;
 BEGIN
-    IF jwt IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004',
-            MESSAGE = 'auth.jwt_session_init(): the token is NULL; pass the token text '
-                      '(to end a session, call auth.jwt_session_end())';
-    END IF;
-    IF "local" IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004',
-            MESSAGE = 'auth.jwt_session_init(): "local" is NULL; pass true for a '
-                      'transaction-scoped session or false for a session-scoped one';
-    END IF;
-    result := auth._start(jwt, "local");
     IF result[1] IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = result[1], MESSAGE = result[2];
     END IF;
-    PERFORM pg_catalog.set_config('pg_session_jwt.jwt', result[2], "local");
+    handle := pg_catalog.set_config('pg_session_jwt.jwt', result[2], "local");
 END
 $$;
 COMMENT ON FUNCTION auth.jwt_session_init(pg_catalog.text, pg_catalog.bool) IS
@@ -120,3 +113,88 @@ COMMENT ON FUNCTION auth.jwt_session_init(pg_catalog.text, pg_catalog.bool) IS
 
 -- 0.2.0's jwt_session_init() was its only caller.
 DROP FUNCTION auth._check(pg_catalog.text);
+
+-- The getters pass only pg_session_jwt.jwt: the Python side reads request.jwt.claims
+-- itself, and only when the token setting is empty (no session, or PostgREST's claims).
+-- Each getter is inlined at every planning of a query that uses it, and a second
+-- current_setting() in the body made that planning cost about as much again as the rest.
+CREATE FUNCTION auth._session(jwt pg_catalog.text) RETURNS pg_catalog.jsonb
+LANGUAGE plpython3u STABLE PARALLEL RESTRICTED
+AS $$
+f = SD.get("f")
+if f is None:
+    from pg_session_jwt.pl import session as f
+    SD["f"] = f
+return f(plpy, jwt)
+$$;
+
+CREATE FUNCTION auth._user_id(jwt pg_catalog.text) RETURNS pg_catalog.text
+LANGUAGE plpython3u STABLE PARALLEL RESTRICTED
+AS $$
+f = SD.get("f")
+if f is None:
+    from pg_session_jwt.pl import user_id as f
+    SD["f"] = f
+return f(plpy, jwt)
+$$;
+
+CREATE FUNCTION auth._uid(jwt pg_catalog.text) RETURNS pg_catalog.uuid
+LANGUAGE plpython3u STABLE PARALLEL RESTRICTED
+AS $$
+f = SD.get("f")
+if f is None:
+    from pg_session_jwt.pl import uid as f
+    SD["f"] = f
+return f(plpy, jwt)
+$$;
+
+CREATE FUNCTION auth._organization(jwt pg_catalog.text) RETURNS pg_catalog.jsonb
+LANGUAGE plpython3u STABLE PARALLEL RESTRICTED
+AS $$
+f = SD.get("f")
+if f is None:
+    from pg_session_jwt.pl import organization as f
+    SD["f"] = f
+return f(plpy, jwt)
+$$;
+
+CREATE FUNCTION auth._organization_id(jwt pg_catalog.text) RETURNS pg_catalog.uuid
+LANGUAGE plpython3u STABLE PARALLEL RESTRICTED
+AS $$
+f = SD.get("f")
+if f is None:
+    from pg_session_jwt.pl import organization_id as f
+    SD["f"] = f
+return f(plpy, jwt)
+$$;
+
+CREATE OR REPLACE FUNCTION auth.session() RETURNS pg_catalog.jsonb
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+RETURN auth._session(pg_catalog.current_setting('pg_session_jwt.jwt', true));
+
+CREATE OR REPLACE FUNCTION auth.jwt() RETURNS pg_catalog.jsonb
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+RETURN auth._session(pg_catalog.current_setting('pg_session_jwt.jwt', true));
+
+CREATE OR REPLACE FUNCTION auth.user_id() RETURNS pg_catalog.text
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+RETURN auth._user_id(pg_catalog.current_setting('pg_session_jwt.jwt', true));
+
+CREATE OR REPLACE FUNCTION auth.uid() RETURNS pg_catalog.uuid
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+RETURN auth._uid(pg_catalog.current_setting('pg_session_jwt.jwt', true));
+
+CREATE OR REPLACE FUNCTION auth.organization() RETURNS pg_catalog.jsonb
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+RETURN auth._organization(pg_catalog.current_setting('pg_session_jwt.jwt', true));
+
+CREATE OR REPLACE FUNCTION auth.organization_id() RETURNS pg_catalog.uuid
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+RETURN auth._organization_id(pg_catalog.current_setting('pg_session_jwt.jwt', true));
+
+-- The two-argument helpers' only callers were the getters above.
+DROP FUNCTION auth._session(pg_catalog.text, pg_catalog.text);
+DROP FUNCTION auth._user_id(pg_catalog.text, pg_catalog.text);
+DROP FUNCTION auth._uid(pg_catalog.text, pg_catalog.text);
+DROP FUNCTION auth._organization(pg_catalog.text, pg_catalog.text);
+DROP FUNCTION auth._organization_id(pg_catalog.text, pg_catalog.text);

@@ -4,7 +4,13 @@ tokens a gateway sets are still verified; session_scope and uuid rules."""
 
 import pytest
 from pg_session_jwt import pl
-from pg_session_jwt.session import HANDLE_PREFIX, MAX_SESSION_HANDLES, Backend
+from pg_session_jwt.session import (
+    HANDLE_BYTES,
+    HANDLE_PREFIX,
+    MAX_SESSION_HANDLES,
+    RANDOM_BATCH,
+    Backend,
+)
 
 from devtools.jwt import generate_key, mint
 from tests.support.jws import FakePlpy, PlpyError
@@ -72,6 +78,32 @@ def test_a_session_scoped_handle_lives_on_and_earlier_ones_survive_a_rollback(ke
     assert pl.user_id(plpy, second, None) == "bob"
 
 
+def test_handles_take_fresh_random_bytes_across_batches(key, fresh_backend, monkeypatch):
+    """Random bytes come from the kernel in batches; no handle may repeat or share its bytes
+    with another, within a batch or across the refill."""
+    plpy = FakePlpy.for_key(key)
+    token = mint(key, sub="alice")
+    handles = []
+    for number in range(2 * RANDOM_BATCH + 3):
+        fresh_backend["xact"] = number // 3
+        handles.append(start(plpy, token, local=number % 2 == 0))
+    randoms = [h[len(HANDLE_PREFIX):] for h in handles]
+    assert all(len(r) == 2 * HANDLE_BYTES for r in randoms)
+    assert len(set(randoms)) == len(randoms)
+    monkeypatch.setattr(pl, "state", Backend())   # another connection
+    theirs = {start(plpy, token)[len(HANDLE_PREFIX):] for _ in range(RANDOM_BATCH + 1)}
+    assert not theirs & set(randoms), "two backends made the same handle"
+
+
+def test_a_new_transaction_forgets_the_last_ones_handles(key, fresh_backend):
+    plpy = FakePlpy.for_key(key)
+    old = [start(plpy, mint(key, sub=f"u{i}"), local=True) for i in range(3)]
+    fresh_backend["xact"] = 2
+    start(plpy, mint(key, sub="next"), local=True)
+    for handle in old:
+        refused("23514", "does not know", pl.user_id, plpy, handle, None)
+
+
 def test_session_handles_are_bounded(key):
     plpy = FakePlpy.for_key(key)
     handles = [start(plpy, mint(key, sub=f"u{i}")) for i in range(MAX_SESSION_HANDLES + 2)]
@@ -125,3 +157,11 @@ def test_claims_postgresql_cannot_store_are_refused_at_session_init(key):
     token = sign(key, '{"sub": "a\\u0000b", "jti": 1000000000000000}')
     failure, message = pl.start(plpy, token, False)
     assert failure == "42804" and "lone surrogate" in message
+
+
+@pytest.mark.parametrize("token, local, phrase", [
+    (None, False, "the token is NULL"), ("x.y.z", None, '"local" is NULL')])
+def test_a_null_argument_is_refused_before_anything_else(key, token, local, phrase):
+    failure, message = pl.start(FakePlpy.for_key(key), token, local)
+    assert failure == "22004" and phrase in message
+    assert pl.state.current is None, "a refused start left a session behind"

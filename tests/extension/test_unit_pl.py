@@ -287,3 +287,44 @@ def test_init_check_returns_the_failure_instead_of_raising(key, monkeypatch):
     monkeypatch.setattr(pl, "state", Backend())  # a new server process, without a key
     sqlstate, message = pl.init_check(FakePlpy())
     assert sqlstate == "02000" and "Missing runtime parameter: pg_session_jwt.jwk" in message
+
+
+@pytest.fixture
+def request_setting(monkeypatch):
+    """What the server's GetConfigOption reports for request.jwt.claims (0.3.0's getters
+    pass only the token setting and read the claims themselves); also counts the reads."""
+    values = {"value": None, "reads": 0}
+
+    def reader(name, missing_ok, restrict_privileged):
+        assert name == b"request.jwt.claims" and missing_ok and not restrict_privileged
+        values["reads"] += 1
+        return None if values["value"] is None else values["value"].encode()
+
+    monkeypatch.setattr(pl, "_get_config_option", reader)
+    return values
+
+
+def test_one_argument_getters_read_trusted_request_claims_themselves(request_setting):
+    plpy = FakePlpy(trust_request_claims="on")
+    assert pl.user_id(plpy, "") is None
+    request_setting["value"] = json.dumps({"sub": UID, "o": {"id": ORG}})
+    assert pl.user_id(plpy, "") == UID and pl.organization_id(plpy, None) == ORG
+    # Without a key the token setting is ignored, whatever it holds.
+    assert pl.uid(plpy, "x.y.z") == UID
+
+
+def test_one_argument_getters_ignore_request_claims_untrusted_or_with_a_key(key, request_setting):
+    request_setting["value"] = '{"sub": "mallory"}'
+    assert pl.user_id(FakePlpy(), "") is None
+    keyed = FakePlpy.for_key(key)
+    assert pl.user_id(keyed, "") is None and pl.session(keyed, None) == "null"
+
+
+def test_one_argument_getters_read_no_setting_on_a_cache_hit(key, request_setting):
+    plpy = FakePlpy.for_key(key)
+    failure, handle = pl.start(plpy, mint(key, sub="alice"), True)
+    assert failure is None
+    request_setting["value"] = '{"sub": "mallory"}'
+    reads = request_setting["reads"]
+    assert [pl.user_id(plpy, handle) for _ in range(3)] == ["alice"] * 3
+    assert request_setting["reads"] == reads
