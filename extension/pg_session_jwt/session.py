@@ -62,6 +62,10 @@ STALE_HANDLE = ("pg_session_jwt.jwt holds a session handle of another transactio
 UNKNOWN_HANDLE = ("pg_session_jwt.jwt holds a session handle this connection does not know: "
                   "handles work only on the connection that made them; call "
                   "auth.jwt_session_init() with the token")
+RAW_TOKEN_REFUSED = ("a raw token set in pg_session_jwt.jwt is refused on this connection: "
+                     "pg_session_jwt.session_scope is 'transaction' (a transaction pooler shares "
+                     "it, and a SET would outlive its client); call "
+                     "auth.jwt_session_init(token, true) inside the transaction instead")
 SESSION_SCOPE_REFUSED = ("session-scoped sessions are refused on this connection: "
                          "pg_session_jwt.session_scope is 'transaction' (a transaction pooler "
                          "shares it); call auth.jwt_session_init(token, true) inside the "
@@ -196,6 +200,7 @@ class Backend:
 
     def __init__(self, environ=None):
         self.settings = None
+        self.startup_jwt = ""
         self.current = None
         self.last_jti = 0
         self.cache = cache.VerifiedCache()
@@ -226,6 +231,8 @@ class Backend:
                     # Identity providers' jti is a string or absent.
                     settings.require_jti = False
             self.settings = settings
+            # The session setting as the connection started (a gateway's startup packet).
+            self.startup_jwt = values.get("jwt") or ""
             self.log = log
 
     def keys(self, now=None):
@@ -328,6 +335,10 @@ class Backend:
             if entry is None:
                 if jwt.startswith(HANDLE_PREFIX):
                     raise JwtError(CHECK_VIOLATION, UNKNOWN_HANDLE)
+                if self.settings.session_scope == "transaction" and jwt != self.startup_jwt:
+                    # SET and SET LOCAL look the same from here, and a session-level SET of a
+                    # raw token would give the next client of a pooled connection its identity.
+                    raise JwtError(INSUFFICIENT_PRIVILEGE, RAW_TOKEN_REFUSED)
                 # A raw token is verified before use, not a started session: bound to this
                 # transaction, the getters' cache sends it back here (to verify(), which
                 # checks it against the current key set) once per transaction, so a token

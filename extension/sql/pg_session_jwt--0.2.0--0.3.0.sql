@@ -23,14 +23,17 @@
 
 \echo Use "ALTER EXTENSION pg_session_jwt UPDATE TO '0.3.0'" to load this file. \quit
 
--- Two more connection-start settings; the column list changes, so drop and create.
--- A unit test holds these names to exactly the connection-start rows of settings.py.
+-- Two more connection-start settings, and the connection-start value of the session
+-- setting itself (a raw token in the startup packet: under session_scope = transaction the
+-- only raw token accepted, as a session-level SET of one would outlive its client on a
+-- pooled connection). The column list changes, so drop and create. A unit test holds these
+-- names to exactly the connection-start rows of settings.py, plus jwt.
 DROP FUNCTION auth._connection_settings();
 CREATE FUNCTION auth._connection_settings(
     OUT jwk pg_catalog.text, OUT audience pg_catalog.text, OUT issuer pg_catalog.text,
     OUT leeway pg_catalog.text, OUT require_jti pg_catalog.text, OUT audit_log pg_catalog.text,
     OUT max_token_bytes pg_catalog.text, OUT trust_request_claims pg_catalog.text,
-    OUT session_scope pg_catalog.text)
+    OUT session_scope pg_catalog.text, OUT jwt pg_catalog.text)
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -45,6 +48,7 @@ BEGIN
         RESET pg_session_jwt.max_token_bytes;
         RESET pg_session_jwt.trust_request_claims;
         RESET pg_session_jwt.session_scope;
+        RESET pg_session_jwt.jwt;
         jwk := pg_catalog.current_setting('pg_session_jwt.jwk', true);
         audience := pg_catalog.current_setting('pg_session_jwt.audience', true);
         issuer := pg_catalog.current_setting('pg_session_jwt.issuer', true);
@@ -54,6 +58,7 @@ BEGIN
         max_token_bytes := pg_catalog.current_setting('pg_session_jwt.max_token_bytes', true);
         trust_request_claims := pg_catalog.current_setting('pg_session_jwt.trust_request_claims', true);
         session_scope := pg_catalog.current_setting('pg_session_jwt.session_scope', true);
+        jwt := pg_catalog.current_setting('pg_session_jwt.jwt', true);
         -- A private SQLSTATE rolls the RESETs back; any other error propagates.
         RAISE SQLSTATE 'PJ000';
     EXCEPTION WHEN SQLSTATE 'PJ000' THEN

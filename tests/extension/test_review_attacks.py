@@ -2,9 +2,9 @@
 shares the victim's role (and by hostile tokens and keys) that the other attack modules
 do not try. Each test tries to get an identity it must not get.
 
-Covered here: replaying a session-scoped handle after the session ended or was replaced,
-and a raw token a pooled client leaves at session level for the next one (known breaks,
-xfail: see each reason), a key whose RSA exponent would make every
+Covered here: replaying a session-scoped handle after the session ended or was replaced
+(a known break, xfail: see its reason), a raw token a pooled client leaves at session level
+for the next one (refused under session_scope = transaction), a key whose RSA exponent would make every
 signature forgeable, ECDSA signatures of zero or of the group order (the "psychic
 signature" class), the expiry and not-before checks of a token that the per-backend
 caches (the getters' last session, the verified-token cache) hold on to, and a key set
@@ -119,25 +119,17 @@ def test_an_ended_transaction_scoped_session_stays_ended(pg, key, app_role):
         conn.rollback()
 
 
-PLANTED_RAW_TOKEN = (
-    "under session_scope = transaction a raw token SET at session level still gives its "
-    "identity to every later client of the server connection: the extension cannot tell "
-    "SET from SET LOCAL (both leave the same value). Closing it is a policy change for the "
-    "lead: with session_scope = transaction, take a raw token only when it is the "
-    "connection-start value (a gateway's startup packet) and have gateways call "
-    "jwt_session_init(token, true) instead of SET LOCAL")
-
-
-@pytest.mark.xfail(strict=True, reason=PLANTED_RAW_TOKEN)
 def test_a_client_cannot_leave_its_identity_to_the_next_one(pg, key, app_role):
     """A pooled client plants its own token at session level; the next client of the
     server connection, before (or without) starting a session, must have no identity,
-    else what it writes lands in the planter's rows."""
+    else what it writes lands in the planter's rows. Under session_scope = transaction a raw
+    token is taken only from the startup packet: SET and SET LOCAL of one are refused (42501)."""
     options = "-c pg_session_jwt.session_scope=transaction -c pg_session_jwt.require_jti=off"
     with app(pg, app_role, jwk=public_jwk(key), options=options) as conn:
         conn.execute(f"set pg_session_jwt.jwt = {literal(mint(key, sub='mallory'))}")
         # ... the pooler hands the server connection to the next client:
         assert identity(conn) is None
+        assert error(conn, "select auth.user_id()")[0] == "42501"
 
 
 # --- 2. keys and signatures that would let anyone sign -----------------------------------

@@ -165,3 +165,18 @@ def test_a_null_argument_is_refused_before_anything_else(key, token, local, phra
     failure, message = pl.start(FakePlpy.for_key(key), token, local)
     assert failure == "22004" and phrase in message
     assert pl.state.current is None, "a refused start left a session behind"
+
+
+def test_under_transaction_scope_only_the_startup_packets_raw_token_is_used(key):
+    """A raw token SET (or SET LOCAL: the extension cannot tell them apart) would outlive its
+    client on a pooled connection; the one in the startup packet belongs to the connection."""
+    startup = mint(key, sub="gateway-user")
+    plpy = FakePlpy.for_key(key, session_scope="transaction", jwt=startup)
+    assert pl.user_id(plpy, startup, None) == "gateway-user"
+    refused("42501", "session_scope is 'transaction'", pl.user_id, plpy, mint(key, sub="mallory"), None)
+    assert pl.user_id(plpy, start(plpy, mint(key, sub="alice"), local=True), None) == "alice"
+
+
+def test_under_session_scope_a_set_raw_token_is_verified_and_used(key):
+    plpy = FakePlpy.for_key(key)
+    assert pl.user_id(plpy, mint(key, sub="gateway-user"), None) == "gateway-user"

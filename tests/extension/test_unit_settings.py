@@ -37,7 +37,9 @@ def latest_capture_function():
 
 
 def test_the_capture_function_covers_exactly_the_connection_start_settings():
-    wanted = sorted(s.name for s in table.CONNECTION_START)
+    # ... and the session setting's own connection-start value (a raw token in the startup
+    # packet), which session_scope = transaction needs to tell from a SET one.
+    wanted = sorted([s.name for s in table.CONNECTION_START] + ["jwt"])
     outs, resets, reads = latest_capture_function()
     assert sorted(outs) == wanted, "OUT columns of auth._connection_settings()"
     assert sorted(resets) == wanted, "RESETs of auth._connection_settings()"
