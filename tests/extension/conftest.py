@@ -1,10 +1,23 @@
-"""Fixtures of the extension's container tests that talk to an identity provider."""
+"""Fixtures of the extension's tests: a fresh backend for the unit tests of `pl`, and the
+identity provider the container tests talk to."""
 
 import uuid
 
 import pytest
+from pg_session_jwt import pl
+from pg_session_jwt.session import Backend
 
 from tests.support.issuer import Issuer
+
+
+@pytest.fixture
+def backend(monkeypatch):
+    """A new server process for `pl` (its `state`), in transaction 1 until the test sets
+    `backend["xact"]` to another stamp (what a COMMIT or ROLLBACK does to it)."""
+    monkeypatch.setattr(pl, "state", Backend())
+    stamp = {"xact": 1}
+    monkeypatch.setattr(pl, "transaction_stamp", lambda: stamp["xact"])
+    return stamp
 
 
 @pytest.fixture(scope="module")

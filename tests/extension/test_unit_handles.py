@@ -1,9 +1,10 @@
 """What jwt_session_init leaves in pg_session_jwt.jwt (0.3.0): a handle that only this
 backend maps to the session, bound to its transaction when transaction-scoped; raw
-tokens a gateway sets are still verified; session_scope and uuid rules."""
+tokens a gateway sets are still verified, once per transaction against the key set in
+effect; session_scope and uuid rules."""
 
 import pytest
-from pg_session_jwt import pl
+from pg_session_jwt import keys, pl
 from pg_session_jwt.session import (
     HANDLE_BYTES,
     HANDLE_PREFIX,
@@ -12,17 +13,10 @@ from pg_session_jwt.session import (
     Backend,
 )
 
-from devtools.jwt import generate_key, mint
+from devtools.jwt import generate_key, mint, public_jwk
 from tests.support.jws import FakePlpy, PlpyError
 
-
-@pytest.fixture(autouse=True)
-def fresh_backend(monkeypatch):
-    """Each test is a new server process, in transaction 1 until it says otherwise."""
-    monkeypatch.setattr(pl, "state", Backend())
-    clock = {"xact": 1}
-    monkeypatch.setattr(pl, "transaction_stamp", lambda: clock["xact"])
-    return clock
+pytestmark = pytest.mark.usefixtures("backend")  # each test is a new server process
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +52,14 @@ def test_a_handle_from_another_backend_gives_no_identity(key, monkeypatch):
     refused("23514", "does not know", pl.user_id, FakePlpy.for_key(key), handle, None)
 
 
-def test_a_transaction_scoped_handle_dies_with_its_transaction(key, fresh_backend):
+def test_a_transaction_scoped_handle_dies_with_its_transaction(key, backend):
     plpy = FakePlpy.for_key(key)
     handle = start(plpy, mint(key, sub="alice"), local=True)
     assert pl.user_id(plpy, handle, None) == "alice"
-    fresh_backend["xact"] = 2   # COMMIT; the value is SET again in the next transaction
+    backend["xact"] = 2   # COMMIT; the value is SET again in the next transaction
     refused("23514", "another transaction", pl.user_id, plpy, handle, None)
     refused("23514", "another transaction", pl.session, plpy, handle, None)
-    fresh_backend["xact"] = 3   # and stays dead, cache hit or not
+    backend["xact"] = 3   # and stays dead, cache hit or not
     refused("23514", "another transaction", pl.uid, plpy, handle, None)
 
 
@@ -78,14 +72,14 @@ def test_a_session_scoped_handle_lives_on_and_earlier_ones_survive_a_rollback(ke
     assert pl.user_id(plpy, second, None) == "bob"
 
 
-def test_handles_take_fresh_random_bytes_across_batches(key, fresh_backend, monkeypatch):
+def test_handles_take_fresh_random_bytes_across_batches(key, backend, monkeypatch):
     """Random bytes come from the kernel in batches; no handle may repeat or share its bytes
     with another, within a batch or across the refill."""
     plpy = FakePlpy.for_key(key)
     token = mint(key, sub="alice")
     handles = []
     for number in range(2 * RANDOM_BATCH + 3):
-        fresh_backend["xact"] = number // 3
+        backend["xact"] = number // 3
         handles.append(start(plpy, token, local=number % 2 == 0))
     randoms = [h[len(HANDLE_PREFIX):] for h in handles]
     assert all(len(r) == 2 * HANDLE_BYTES for r in randoms)
@@ -95,10 +89,10 @@ def test_handles_take_fresh_random_bytes_across_batches(key, fresh_backend, monk
     assert not theirs & set(randoms), "two backends made the same handle"
 
 
-def test_a_new_transaction_forgets_the_last_ones_handles(key, fresh_backend):
+def test_a_new_transaction_forgets_the_last_ones_handles(key, backend):
     plpy = FakePlpy.for_key(key)
     old = [start(plpy, mint(key, sub=f"u{i}"), local=True) for i in range(3)]
-    fresh_backend["xact"] = 2
+    backend["xact"] = 2
     start(plpy, mint(key, sub="next"), local=True)
     for handle in old:
         refused("23514", "does not know", pl.user_id, plpy, handle, None)
@@ -180,3 +174,34 @@ def test_under_transaction_scope_only_the_startup_packets_raw_token_is_used(key)
 def test_under_session_scope_a_set_raw_token_is_verified_and_used(key):
     plpy = FakePlpy.for_key(key)
     assert pl.user_id(plpy, mint(key, sub="gateway-user"), None) == "gateway-user"
+
+
+# A raw token a gateway keeps in pg_session_jwt.jwt is checked against the key set in effect
+# once per transaction, not only when first seen: after a rotation retires its key, it stops
+# giving an identity on connections that had verified it (the getters' per-row cache would
+# otherwise keep it for the connection's life).
+
+def test_a_raw_token_is_verified_again_once_per_transaction(backend, monkeypatch):
+    key = generate_key("EdDSA")
+    plpy, token = FakePlpy.for_key(key, require_jti="off"), mint(key, sub="alice")
+    calls = []
+    verify = Backend.verify
+    monkeypatch.setattr(Backend, "verify", lambda self, *a: calls.append(1) or verify(self, *a))
+    for _ in range(3):   # rows of one query
+        assert pl.user_id(plpy, token, None) == "alice"
+    assert len(calls) == 1
+    backend["xact"] = 2
+    assert pl.user_id(plpy, token, None) == "alice"
+    assert len(calls) == 2
+
+
+def test_a_raw_token_of_a_retired_key_stops_at_the_next_transaction(backend):
+    key = generate_key("EdDSA")
+    plpy, token = FakePlpy.for_key(key), mint(key, sub="alice")
+    assert pl.user_id(plpy, token, None) == "alice"
+    # What a JWKS refresh does: the backend's key set is replaced by one without that key.
+    pl.state._keys = keys.parse(public_jwk(generate_key("EdDSA", kid=key.get("kid"))))
+    backend["xact"] = 2
+    with pytest.raises(PlpyError) as info:
+        pl.user_id(plpy, token, None)
+    assert info.value.sqlstate == "23514"

@@ -17,10 +17,7 @@ ORG = "6f1c3b1e-8a5b-4e8e-9d7a-2f6c1b2a3d4e"
 UID = "0b6f0f5e-0c4b-4f0c-8d1f-9a1f0b3c2d1e"
 
 
-@pytest.fixture(autouse=True)
-def fresh_backend(monkeypatch):
-    """Each test is a new server process."""
-    monkeypatch.setattr(pl, "state", Backend())
+pytestmark = pytest.mark.usefixtures("backend")  # each test is a new server process
 
 
 @pytest.fixture(scope="module")
