@@ -140,7 +140,7 @@ class HostPgbench:
         path.write_text(text)
         return path
 
-    def run(self, script_path, transactions, user=WRITER):
+    def run(self, script_path, transactions, user):
         command = pgbench_command("127.0.0.1", self.pg.host_port, self.pg.dbname, script_path,
                                   transactions, user)
         result = subprocess.run(command, env={**os.environ, **self.env}, capture_output=True,
@@ -166,13 +166,34 @@ class ContainerPgbench:
         put_files(self.pg, self.folder, {f"{name}.sql": text.encode()})
         return f"{self.folder}/{name}.sql"
 
-    def run(self, script_path, transactions, user=WRITER):
+    def run(self, script_path, transactions, user):
         command = pgbench_command("127.0.0.1", 5432, self.pg.dbname, script_path, transactions,
                                   user)
         return self.pg.exec(["env"] + [f"{k}={v}" for k, v in self.env.items()] + command)
 
     def close(self):
         pass
+
+
+def alternate(pg, user, password, key, scripts, params, prefix=""):
+    """({script name: [tps per run]}, where pgbench ran): each of `scripts` run by `user`
+    params.pgbench_rounds times, alternating, with `key`'s JWK in the startup packet."""
+    env = {"PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10",
+           "PGOPTIONS": tokens.pgoptions_value(tokens.public_jwk(key))}
+    runner = (HostPgbench if shutil.which("pgbench") else ContainerPgbench)(pg, env)
+    samples = {name: [] for name in scripts}
+    try:
+        paths = {name: runner.script(f"{prefix}{name}", text) for name, text in scripts.items()}
+        for _ in range(params.pgbench_rounds):
+            for name, path in paths.items():
+                code, output = runner.run(path, params.pgbench_transactions, user)
+                if code != 0:
+                    raise RuntimeError(f"pgbench ({prefix}{name}, on the {runner.where}) exited "
+                                       f"{code}:\n{output[-2000:]}")
+                samples[name].append(parse_tps(output))
+    finally:
+        runner.close()
+    return samples, runner.where
 
 
 def run(pg, major, params, key):
@@ -185,21 +206,7 @@ def run(pg, major, params, key):
         admin.execute("vacuum analyze bench.pgbench_tokens")
         admin.execute("vacuum analyze bench.notes_jwt")
         admin.execute("vacuum analyze bench.notes_postgrest")
-    env = {"PGPASSWORD": WRITER_PASSWORD, "PGCONNECT_TIMEOUT": "10",
-           "PGOPTIONS": tokens.pgoptions_value(tokens.public_jwk(key))}
-    runner = (HostPgbench if shutil.which("pgbench") else ContainerPgbench)(pg, env)
-    samples = {name: [] for name in SCRIPTS}
-    try:
-        paths = {name: runner.script(name, text) for name, text in SCRIPTS.items()}
-        for _ in range(params.pgbench_rounds):
-            for name, path in paths.items():
-                code, output = runner.run(path, params.pgbench_transactions)
-                if code != 0:
-                    raise RuntimeError(f"pgbench ({name}, on the {runner.where}) exited {code}:\n"
-                                       f"{output[-2000:]}")
-                samples[name].append(parse_tps(output))
-    finally:
-        runner.close()
+    samples, where = alternate(pg, WRITER, WRITER_PASSWORD, key, SCRIPTS, params)
     return [Figure(
         "4 pgbench end to end", major, f"{CLIENTS} clients, session per transaction", "tps",
         value=median(samples["pg_session_jwt"]), baseline=median(samples["PostgREST"]),
@@ -207,7 +214,7 @@ def run(pg, major, params, key):
         samples=samples,
         notes=f"{params.pgbench_transactions} transactions per client per run, "
               f"{params.pgbench_rounds} alternating runs each; EdDSA tokens; "
-              f"pgbench on the {runner.where}")]
+              f"pgbench on the {where}")]
 
 
 POOLED_SETUP = f"""
@@ -253,22 +260,8 @@ def pooled(pg, major, params, key):
                  json.dumps({"sub": f"user{u}", "role": POOLED})) for u in range(POOLED_USERS)])
         for table in ("pooled_tokens", "notes_jwt", "notes_postgrest"):
             admin.execute(f"vacuum analyze bench.{table}")
-    env = {"PGPASSWORD": POOLED_PASSWORD, "PGCONNECT_TIMEOUT": "10",
-           "PGOPTIONS": tokens.pgoptions_value(tokens.public_jwk(key))}
-    runner = (HostPgbench if shutil.which("pgbench") else ContainerPgbench)(pg, env)
-    samples = {name: [] for name in POOLED_SCRIPTS}
-    try:
-        paths = {name: runner.script(f"pooled-{name}", text)
-                 for name, text in POOLED_SCRIPTS.items()}
-        for _ in range(params.pgbench_rounds):
-            for name, path in paths.items():
-                code, output = runner.run(path, params.pgbench_transactions, POOLED)
-                if code != 0:
-                    raise RuntimeError(f"pgbench ({name}, pooled, on the {runner.where}) exited "
-                                       f"{code}:\n{output[-2000:]}")
-                samples[name].append(parse_tps(output))
-    finally:
-        runner.close()
+    samples, where = alternate(pg, POOLED, POOLED_PASSWORD, key, POOLED_SCRIPTS, params,
+                               prefix="pooled-")
     return [Figure(
         "6 pooled reuse", major, f"{CLIENTS} clients, {POOLED_USERS} users re-presenting tokens",
         "tps", value=median(samples["pg_session_jwt"]), baseline=median(samples["PostgREST"]),
@@ -276,4 +269,4 @@ def pooled(pg, major, params, key):
         target=target("pooled"), samples=samples,
         notes=f"{params.pgbench_transactions} transactions per client per run, "
               f"{params.pgbench_rounds} alternating runs each; transaction-scoped sessions, "
-              f"require_jti off for the role; EdDSA tokens; pgbench on the {runner.where}")]
+              f"require_jti off for the role; EdDSA tokens; pgbench on the {where}")]
