@@ -46,6 +46,11 @@ def _libcrypto():
     return libcrypto
 
 
+class UnknownKid(JwtError):
+    """A token's `kid` names no key of the set: for a JWKS URL, maybe a key the issuer has
+    just rotated in (session.Backend then refreshes the set, rate-limited, and retries)."""
+
+
 def _unusable(reason):
     return JwtError(DATATYPE_MISMATCH, f"pg_session_jwt.jwk is unusable: {reason}")
 
@@ -80,7 +85,7 @@ class KeySet:
             raise JwtError(CHECK_VIOLATION, "JWT header has no 'kid' and pg_session_jwt.jwk "
                            "holds several keys: the issuer must name its key")
         shown = f" {kid!r}" if len(kid) <= 64 else ""
-        raise JwtError(CHECK_VIOLATION, f"JWT 'kid'{shown} matches no key in pg_session_jwt.jwk "
+        raise UnknownKid(CHECK_VIOLATION, f"JWT 'kid'{shown} matches no key in pg_session_jwt.jwk "
                        "(unknown key: was the key rotated without updating the setting?)")
 
 
@@ -135,7 +140,7 @@ def _key(jwk, where):
         else:
             raise _unusable(f"{where} has kty {kty!r}: use an OKP (Ed25519), EC or RSA public key")
     except ValueError:
-        # libcrypto refuses points off the curve, _rsa bad exponents and the like.
+        # libcrypto refuses points off the curve and keys it cannot use.
         raise _unusable(f"{where} is not a valid {kty} public key") from None
     alg = jwk.get("alg")
     if alg is not None:

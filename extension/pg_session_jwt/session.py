@@ -25,7 +25,7 @@ import os
 
 from . import cache, jwks, keys, token
 from . import claims as claim_checks
-from .encoding import b64url_decode, json_dumps, json_loads
+from .encoding import json_dumps, json_loads
 from .errors import (
     CHECK_VIOLATION,
     DATATYPE_MISMATCH,
@@ -273,10 +273,9 @@ class Backend:
                 return session
         try:
             claims, text = token.verify(jwt, keyset, settings.max_token_bytes)
-        except JwtError:
-            # A kid the set lacks: the issuer may have rotated; refresh (rate-limited), retry.
-            if self._source is None or not _unknown_kid(jwt, keyset) or \
-                    not self._source.unknown_kid(now):
+        except keys.UnknownKid:
+            # The issuer may have rotated its key in: refresh (rate-limited) and retry.
+            if self._source is None or not self._source.unknown_kid(now):
                 raise
             keyset = self._source.keyset
             claims, text = token.verify(jwt, keyset, settings.max_token_bytes)
@@ -368,12 +367,3 @@ class Backend:
         self._request = (text, session)
         return session
 
-
-def _unknown_kid(jwt, keyset):
-    """Whether `jwt`'s header names a kid that `keyset` lacks (False when unreadable)."""
-    try:
-        header = json_loads(b64url_decode(jwt.split(".", 1)[0].encode("ascii")))
-    except (ValueError, UnicodeEncodeError):
-        return False
-    kid = header.get("kid") if isinstance(header, dict) else None
-    return isinstance(kid, str) and kid not in keyset.by_kid
