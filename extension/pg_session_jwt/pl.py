@@ -157,14 +157,13 @@ def _lookup(plpy, jwt, request_claims):
         session = current.session
         session.check_expiry(time())
         return session
-    if not jwt:
-        if request_claims is UNREAD:
-            request_claims = read_setting(REQUEST_CLAIMS)
-        if not request_claims:
-            return None
-    elif request_claims is UNREAD:
-        # Without a key the token setting is ignored and the claims are what counts.
-        request_claims = read_setting(REQUEST_CLAIMS)
+    if request_claims is UNREAD:
+        # request.jwt.claims counts only where no key is configured: once the settings are
+        # known to have one, no getter reads it (per row, for queries without a session).
+        keyed = state.settings is not None and state.has_key_source()
+        request_claims = None if keyed else read_setting(REQUEST_CLAIMS)
+    if not jwt and not request_claims:
+        return None
     capture(plpy)
     return state.lookup(jwt, request_claims, time(), transaction_stamp, plpy.log)
 

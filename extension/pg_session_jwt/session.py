@@ -235,6 +235,10 @@ class Backend:
             self.startup_jwt = values.get("jwt") or ""
             self.log = log
 
+    def has_key_source(self):
+        """Whether tokens are verified here: a key at connection start, or a JWKS URL."""
+        return bool(self.settings.jwk) or self._jwks is not None
+
     def keys(self, now=None):
         """The key set to verify with: pg_session_jwt.jwk's, parsed on first use, else the
         JWKS URL's current one."""
@@ -327,7 +331,7 @@ class Backend:
     def lookup(self, jwt, request_claims, now, xact, audit=None):
         """The session the getters see: the handle's or the verified token's with a key,
         else (only when trusted at connection start) request.jwt.claims."""
-        if self.settings.jwk or self._jwks is not None:
+        if self.has_key_source():
             if not jwt:
                 return None
             entry = self._local_handles.get(jwt) or self._session_handles.get(jwt)

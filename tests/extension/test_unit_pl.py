@@ -325,3 +325,16 @@ def test_one_argument_getters_read_no_setting_on_a_cache_hit(key, request_settin
     reads = request_setting["reads"]
     assert [pl.user_id(plpy, handle) for _ in range(3)] == ["alice"] * 3
     assert request_setting["reads"] == reads
+
+
+def test_one_argument_getters_read_no_setting_without_a_session_once_a_key_is_known(
+        key, request_setting):
+    """Rows of a query without a session, on a connection with a key: request.jwt.claims
+    cannot count there, so no getter call asks the server for it."""
+    plpy = FakePlpy.for_key(key)
+    assert pl.init_check(plpy) is None
+    request_setting["value"] = '{"sub": "mallory"}'
+    reads = request_setting["reads"]
+    assert [pl.user_id(plpy, "") for _ in range(3)] == [None] * 3
+    assert pl.user_id(plpy, mint(key, sub="alice")) == "alice"
+    assert request_setting["reads"] == reads
