@@ -49,6 +49,7 @@ import time
 from . import keys
 from .encoding import json_dumps, json_loads
 from .errors import INVALID_PARAMETER_VALUE, NO_DATA, JwtError
+from .settings import BOOLEANS
 
 URL_VARIABLE = "PG_SESSION_JWT_JWKS_URL"
 REFRESH_VARIABLE = "PG_SESSION_JWT_JWKS_REFRESH_MIN"
@@ -66,18 +67,17 @@ DEFAULT_MAX_AGE = 300     # the response gave no Cache-Control max-age nor Expir
 MAX_AGE = 86400           # longest a document is used before it is fetched again
 TIMEOUT = 5               # seconds, for connecting and for each read
 MAX_DOCUMENT_BYTES = 1 << 20
-_TRUE = frozenset(("on", "true", "yes", "1", "t", "y"))
-_FALSE = frozenset(("off", "false", "no", "0", "f", "n", ""))
 
 
 def flag(env, name):
-    """A boolean environment variable; JwtError naming it when it is not on/off."""
+    """A boolean environment variable (unset or empty: off); JwtError naming it when it is
+    not on/off."""
     text = (env.get(name) or "").strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
+    if not text:
         return False
-    raise JwtError(INVALID_PARAMETER_VALUE, f"{name}={env.get(name)!r}: must be on or off")
+    if text not in BOOLEANS:
+        raise JwtError(INVALID_PARAMETER_VALUE, f"{name}={env.get(name)!r}: must be on or off")
+    return BOOLEANS[text]
 
 
 class Config:

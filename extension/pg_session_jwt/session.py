@@ -34,15 +34,12 @@ from .errors import (
     NO_DATA,
     JwtError,
 )
-from .settings import CONNECTION_START
+from .settings import BOOLEANS, CONNECTION_START
 
 # Exactly what PostgreSQL's uuid input accepts (string_to_uuid in uuid.c): 32 hex digits,
 # a hyphen allowed after any group of four but the last, braces only as a pair. Checked
 # without `re`, whose import (with `enum`) is a large share of a new backend's cost.
 _HEX = frozenset("0123456789abcdefABCDEF")
-_BOOLEANS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False,
-             "1": True, "0": False, "t": True, "f": False, "y": True, "n": False}
-_UNITS = {"leeway": "seconds", "max_token_bytes": "bytes"}
 
 # A handle cannot be a JWT (no dots), so a value is one or the other, never both.
 HANDLE_PREFIX = "pg_session_jwt:"
@@ -90,10 +87,12 @@ class Settings:
         parsed = {}
         for setting in CONNECTION_START:
             text = (values.get(setting.name) or "").strip()
-            if setting.type == "int":
-                parsed[setting.name] = _integer(setting.name, text, setting.default)
+            if not text:
+                parsed[setting.name] = setting.default
+            elif setting.type == "int":
+                parsed[setting.name] = _integer(setting, text)
             elif setting.type == "bool":
-                parsed[setting.name] = _boolean(setting.name, text, setting.default)
+                parsed[setting.name] = _boolean(setting, text)
             elif setting.choices:
                 parsed[setting.name] = _choice(setting, text)
             else:
@@ -101,27 +100,21 @@ class Settings:
         return cls(**parsed)
 
 
-def _integer(name, text, default):
-    if not text:
-        return default
+def _integer(setting, text):
     if not text.isascii() or not text.isdigit():
-        raise JwtError(INVALID_PARAMETER_VALUE, f"pg_session_jwt.{name} must be a whole number "
-                       f"of {_UNITS.get(name, 'units')}, e.g. {default}")
+        raise JwtError(INVALID_PARAMETER_VALUE, f"{setting.full_name} must be a whole number "
+                       f"of {setting.unit}, e.g. {setting.default}")
     return int(text)
 
 
-def _boolean(name, text, default):
-    if not text:
-        return default
+def _boolean(setting, text):
     try:
-        return _BOOLEANS[text.lower()]
+        return BOOLEANS[text.lower()]
     except KeyError:
-        raise JwtError(INVALID_PARAMETER_VALUE, f"pg_session_jwt.{name} must be on or off") from None
+        raise JwtError(INVALID_PARAMETER_VALUE, f"{setting.full_name} must be on or off") from None
 
 
 def _choice(setting, text):
-    if not text:
-        return setting.default
     if text.lower() not in setting.choices:
         raise JwtError(INVALID_PARAMETER_VALUE, f"{setting.full_name} must be one of "
                        f"{', '.join(setting.choices)}, not {text!r}")

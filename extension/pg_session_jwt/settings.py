@@ -22,15 +22,16 @@ class Setting:
     """One `pg_session_jwt.<name>` setting. A plain class, not a dataclass: `dataclasses`
     imports `inspect`, `re` and `enum`, about 9 ms of every new backend's first call."""
 
-    __slots__ = ("name", "type", "default", "connection_start", "description", "choices")
+    __slots__ = ("name", "type", "default", "connection_start", "description", "choices", "unit")
 
-    def __init__(self, name, type, default, connection_start, description, choices=()):
+    def __init__(self, name, type, default, connection_start, description, choices=(), unit=None):
         self.name = name                          # without the prefix
         self.type = type                          # "text", "bool" or "int"
         self.default = default                    # the value when unset ("" for text: none)
         self.connection_start = connection_start  # read once, as it was at connection start
         self.description = description            # one line, for docs and error messages
         self.choices = choices                    # for text settings that take one of a few words
+        self.unit = unit                          # of an int setting, for messages
 
     def __repr__(self):
         return f"Setting({self.name!r})"
@@ -45,12 +46,14 @@ SETTINGS = (
             "the issuer's public JWK, or a JWKS {\"keys\": [...]} (the token's kid picks the key)"),
     Setting("audience", "text", "", True, "when set, tokens must carry this aud"),
     Setting("issuer", "text", "", True, "when set, tokens must carry this iss"),
-    Setting("leeway", "int", 60, True, "seconds of clock skew allowed for exp and nbf"),
+    Setting("leeway", "int", 60, True, "seconds of clock skew allowed for exp and nbf",
+            unit="seconds"),
     Setting("require_jti", "bool", True, True,
             "tokens need an integer jti, strictly increasing per server connection"),
     Setting("audit_log", "bool", False, True,
             "one LOG line per verified token with sub and aud (never the token)"),
-    Setting("max_token_bytes", "int", 16384, True, "longer tokens are refused before parsing"),
+    Setting("max_token_bytes", "int", 16384, True, "longer tokens are refused before parsing",
+            unit="bytes"),
     Setting("trust_request_claims", "bool", False, True,
             "without a key, take the identity from request.jwt.claims (PostgREST gateway mode)"),
     Setting("session_scope", "text", "session", True,
@@ -61,9 +64,8 @@ SETTINGS = (
 )
 
 BY_NAME = {setting.name: setting for setting in SETTINGS}
+# The spellings of a boolean that PostgreSQL accepts, for these settings and for the
+# PG_SESSION_JWT_* switches of the server's environment.
+BOOLEANS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False,
+            "1": True, "0": False, "t": True, "f": False, "y": True, "n": False}
 CONNECTION_START = tuple(s for s in SETTINGS if s.connection_start)
-
-
-def default(name):
-    """The default of `pg_session_jwt.<name>`."""
-    return BY_NAME[name].default
