@@ -33,6 +33,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pg_session_jwt.jwks import write_atomically
 from pg_session_jwt.settings import BY_NAME, CONNECTION_START, PREFIX
 
 from runtime.errors import UserError, failed
@@ -260,20 +261,6 @@ def fragment(env, major, server, default_yaml=DEFAULT_YAML):
         lines += ["", "# From PG_SESSION_JWT_* environment variables"]
         lines += [f"{k} = {v}" for k, v in from_env.items()]
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path, text):
-    """Replace `path` with `text` (mode 0644) only once the whole text is written."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv=None, env=None):

@@ -67,10 +67,6 @@ class VerifiedCache:
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
-    def clear(self):
-        self._entries.clear()
-        self.bytes = 0
-
     def _drop(self, token):
         entry = self._entries.pop(token)
         self.bytes -= entry[3]

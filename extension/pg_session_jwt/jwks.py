@@ -296,13 +296,18 @@ def _mac(secret, value):
     return hmac.new(secret, fields.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def write_atomically(path, text):
-    """Replace `path` by `text` so that a reader sees the old file or the new one, never half."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def write_atomically(path, text, mode=0o644):
+    """Replace `path` by `text` (with `mode`) so that a reader sees the old file or the new
+    one, never half. Also what the entrypoint's configuration check (runtime/config.py)
+    writes its postgresql.conf fragment with."""
+    import tempfile  # on a fetch only, not on a new backend's path
+
+    directory, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(dir=directory or ".", prefix=f".{name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -422,14 +427,24 @@ class Source:
         finally:
             os.close(fd)  # releases the flock
 
-    def _fetch(self, fd, now):
-        _write_attempt(fd, {"attempted": now})
+    def fetch_document(self, fd, now):
+        """Fetch and validate the issuer's document now, recording the attempt (and its
+        failure) in the lock file `fd`; (Document, KeySet), or FetchError."""
         config = self.config
+        _write_attempt(fd, {"attempted": now})
         try:
             text, headers = self.fetcher(config)
             keyset = validate(text)
         except FetchError as exc:
             _write_attempt(fd, {"attempted": now, "error": exc.message})
+            raise
+        return Document(config.url, text, now, max_age(headers, now, config.refresh_min)), keyset
+
+    def _fetch(self, fd, now):
+        config = self.config
+        try:
+            document, keyset = self.fetch_document(fd, now)
+        except FetchError as exc:
             kept = ("no key set yet: tokens are refused until a fetch succeeds"
                     if self.document is None else
                     f"keeping the key set fetched {int(now - self.document.fetched)} s ago "
@@ -438,7 +453,6 @@ class Source:
                       f"{exc.message}; {kept}; next attempt in {config.refresh_min} s at the "
                       "earliest")
             return
-        document = Document(config.url, text, now, max_age(headers, now, config.refresh_min))
         old = self.keyset
         try:
             write_atomically(self.cache_path, document.to_json(self.config.secret))
@@ -520,10 +534,8 @@ def main(argv=None):
         return 1
     try:
         try:
-            text, headers = fetch(config)
-            keyset = validate(text)
+            document, keyset = source.fetch_document(fd, now)
         except FetchError as exc:
-            _write_attempt(fd, {"attempted": now, "error": exc.message})
             if exc.unreachable:
                 kept = ("Starting without keys: every token is refused until a fetch succeeds"
                         if source.keyset is None else
@@ -536,8 +548,6 @@ def main(argv=None):
             print(f"pg-session-jwt: error: {URL_VARIABLE}={config.url}: {exc.message}",
                   file=sys.stderr)
             return 1
-        _write_attempt(fd, {"attempted": now})
-        document = Document(config.url, text, now, max_age(headers, now, config.refresh_min))
         write_atomically(source.cache_path, document.to_json(config.secret))
     finally:
         os.close(fd)
