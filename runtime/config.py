@@ -33,7 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pg_session_jwt.jwks import write_atomically
+from pg_session_jwt import jwks, keys, session
+from pg_session_jwt.errors import JwtError
 from pg_session_jwt.settings import BY_NAME, CONNECTION_START, PREFIX
 
 from runtime.errors import UserError, failed
@@ -78,9 +79,6 @@ def env_value(env, name, with_file=False):
 def check_jwk(text, source):
     """The JWK or JWKS JSON `text`, checked by the extension's own parser and made one line;
     a UserError naming `source` otherwise (never repeating the key)."""
-    from pg_session_jwt import keys
-    from pg_session_jwt.errors import JwtError
-
     try:
         keys.parse(text)
     except JwtError as exc:
@@ -91,9 +89,6 @@ def check_jwk(text, source):
 
 def check_setting(name, text):
     """The extension's verdict on `pg_session_jwt.<name>` = `text`: an error message or None."""
-    from pg_session_jwt import session
-    from pg_session_jwt.errors import JwtError
-
     try:
         session.Settings.from_text({name: text})
     except JwtError as exc:
@@ -168,8 +163,8 @@ def yaml_settings(path, major, server):
             text = value if isinstance(value, str) else format_value(value).strip("'")
             if short == "jwk":
                 settings[name] = format_value(check_jwk(text, f"{at}: {name}"))
-            elif short in ("audience", "issuer"):
-                check_text(text, f"{at}: {name}")
+            elif setting.type == "text" and not setting.choices:
+                check_text(text, f"{at}: {name}")  # a claim value: audience, issuer
             else:
                 problem = check_setting(short, text)
                 if problem:
@@ -193,10 +188,6 @@ def env_settings(env):
     return out
 
 
-JWKS_URL = "PG_SESSION_JWT_JWKS_URL"
-ANY_AUDIENCE = "PG_SESSION_JWT_ALLOW_ANY_AUDIENCE"
-
-
 def check_jwks(env, from_yaml):
     """With PG_SESSION_JWT_JWKS_URL set: its variables checked, and the settings it implies.
 
@@ -205,33 +196,26 @@ def check_jwks(env, from_yaml):
     applications too). Implied: require_jti off unless the YAML sets it (identity providers'
     jti is a string or absent). The URL itself is not written anywhere a client can read or
     set: backends take it from the server's environment."""
-    url, _ = env_value(env, JWKS_URL)
+    url, _ = env_value(env, jwks.URL_VARIABLE)
     if url is None:
         return {}
     jwk, source = env_value(env, "PG_SESSION_JWT_JWK", with_file=True)
     if jwk is not None or "pg_session_jwt.jwk" in from_yaml:
-        raise UserError(f"{JWKS_URL} and {source or 'pg_session_jwt.jwk in the YAML'} are both "
-                        "set: keep one key source (the URL for an identity provider that "
-                        "rotates its keys)")
+        raise UserError(f"{jwks.URL_VARIABLE} and {source or 'pg_session_jwt.jwk in the YAML'} "
+                        "are both set: keep one key source (the URL for an identity provider "
+                        "that rotates its keys)")
     try:
-        from pg_session_jwt import jwks
-        from pg_session_jwt.errors import JwtError
-    except ImportError:
-        jwks = None
-    if jwks is not None:
-        try:
-            jwks.Config.from_env(env)
-            any_audience = jwks.flag(env, ANY_AUDIENCE)
-        except JwtError as exc:
-            raise UserError(exc.message) from None
-    else:
-        any_audience = (env.get(ANY_AUDIENCE) or "").lower() in ("on", "true", "yes", "1")
+        jwks.Config.from_env(env)
+        any_audience = jwks.flag(env, jwks.ANY_AUDIENCE_VARIABLE)
+    except JwtError as exc:
+        raise UserError(exc.message) from None
     audience, _ = env_value(env, "PG_SESSION_JWT_AUDIENCE")
     if audience is None and "pg_session_jwt.audience" not in from_yaml and not any_audience:
-        raise UserError(f"{JWKS_URL} is set but PG_SESSION_JWT_AUDIENCE is not: an identity "
-                        "provider signs tokens for its tenant's other applications too; set "
-                        "PG_SESSION_JWT_AUDIENCE to this database's audience (or "
-                        f"{ANY_AUDIENCE}=on if the issuer signs tokens for nothing else)")
+        raise UserError(f"{jwks.URL_VARIABLE} is set but PG_SESSION_JWT_AUDIENCE is not: an "
+                        "identity provider signs tokens for its tenant's other applications "
+                        "too; set PG_SESSION_JWT_AUDIENCE to this database's audience (or "
+                        f"{jwks.ANY_AUDIENCE_VARIABLE}=on if the issuer signs tokens for nothing "
+                        "else)")
     if "pg_session_jwt.require_jti" in from_yaml:
         return {}
     return {"pg_session_jwt.require_jti": "off"}
@@ -275,7 +259,7 @@ def main(argv=None, env=None):
     server = ServerSettings(args.postgres, scratch_dir=out.parent)
     try:
         text = fragment(env, args.major, server)
-        write_atomically(out, text)
+        jwks.write_atomically(out, text)
     except UserError as exc:
         return failed(exc)
     except OSError as exc:
