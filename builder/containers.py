@@ -18,7 +18,7 @@ DEFAULT_PASSWORD = "pg-session-jwt-test"
 
 def data_layout(client, image):
     """(VOLUME, PGDATA) that `image` declares: one directory before 18; from 18 on PGDATA is
-    /var/lib/postgresql/<major>/docker below VOLUME /var/lib/postgresql (scripts/matrix.py).
+    /var/lib/postgresql/<major>/docker below VOLUME /var/lib/postgresql (builder/matrix.py).
     Mount a volume at the first to keep the data."""
     config = client.images.get(image).attrs["Config"]
     volumes = list(config.get("Volumes") or {})

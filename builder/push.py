@@ -16,7 +16,7 @@ import sys
 from builder import matrix
 from builder.docker_client import connect
 from builder.progress import say
-from runtime.errors import UserError
+from runtime.errors import UserError, failed
 
 # host[:port][/path], as Docker reads a reference's registry part plus a repository path.
 REGISTRY = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::(?P<port>\d{1,5}))?"
@@ -110,8 +110,7 @@ def main(argv=None):
         entries = matrix.load().select(args.pg)
         pushed = push(connect(), entries, args.repo, args.registry)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return failed(exc)
     for reference, digest in pushed:
         print(f"{reference}@{digest}")
     return 0
