@@ -5,9 +5,10 @@
 For each major: make sure a Debian base exists (builder/base_image.py); build the shipped
 image of images/Dockerfile and read the manifest it holds (runtime/manifest.py: package
 versions and base); build it again from cache with its labels (builder.build.labels);
-read the packaged server version; tag `<repo>:<major>`, `<repo>:<major>.<minor>` and, for
-the default major, `<repo>:latest`, removing the image the tags pointed at before; print
-what changed since that previous build. Ends with a summary table.
+take the packaged server version from the manifest; tag `<repo>:<major>`,
+`<repo>:<major>.<minor>` and, for the default major, `<repo>:latest`, removing the image the
+tags pointed at before; print what changed since that previous build. Ends with a summary
+table.
 """
 
 import argparse
@@ -105,12 +106,10 @@ def explain_failure(entry, failure):
                      + "\n  ".join(dict.fromkeys(apt_errors)))
 
 
-def server_version_of(client, tag):
-    """`postgres --version` of the image `tag`."""
-    code, out = containers.run_once(client, tag, ["postgres", "--version"])
-    if code != 0:
-        raise UserError(f"{tag}: `postgres --version` failed ({code}): {out.strip()[-500:]}")
-    return out.strip()
+def server_version(manifest):
+    """The packaged server's version (`17.12`): the upstream part of the Debian version of
+    postgresql-<major> in the image's manifest (`17.12-0+deb13u1`)."""
+    return manifest["packages"]["postgresql"]["version"].split(":")[-1].split("-")[0]
 
 
 def base_digest(client, base):
@@ -158,21 +157,20 @@ def build_one(client, entry, mx, repo, refresh_base):
         # First what ships (untagged), to read its manifest; then, from cache, the labelled image.
         shipped, _ = docker_build.build(client, context=matrix.ROOT, dockerfile=DOCKERFILE, tag=None,
                                         scope=scope, what=f"PostgreSQL {entry.major}", buildargs=args)
+        manifest = read_manifest(client, shipped)
         image_id, replaced = docker_build.build(
             client, context=matrix.ROOT, dockerfile=DOCKERFILE, tag=entry.tag(repo), scope=scope,
-            what=f"PostgreSQL {entry.major}", buildargs=args,
-            labels=labels(entry, read_manifest(client, shipped)))
+            what=f"PostgreSQL {entry.major}", buildargs=args, labels=labels(entry, manifest))
     except docker_build.BuildFailed as failure:
         raise explain_failure(entry, failure) from None
-    version = server_version_of(client, image_id)
-    server_version = version.split(") ", 1)[-1]  # "postgres (PostgreSQL) 17.6 (Debian ...)"
-    docker_build.tag_and_prune(client, image_id, entry.tags(server_version, repo), [replaced])
+    version = server_version(manifest)
+    docker_build.tag_and_prune(client, image_id, entry.tags(version, repo), [replaced])
     image = client.images.get(image_id)
     for line in changes(previous_labels, image.labels):
         say(scope, f"since the previous build: {line}")
     seconds = time.monotonic() - started
-    say(scope, f"done in {seconds:.0f}s: {', '.join(entry.tags(server_version, repo))}")
-    return {"tag": entry.tag(repo), "server": matrix.minor_version(server_version),
+    say(scope, f"done in {seconds:.0f}s: {', '.join(entry.tags(version, repo))}")
+    return {"tag": entry.tag(repo), "server": version,
             "size_mb": image.attrs["Size"] / 1e6, "seconds": seconds}
 
 

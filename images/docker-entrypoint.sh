@@ -160,7 +160,6 @@ docker_write_runtime_config() {
 # document refuses the start.
 docker_fetch_jwks() {
 	[ -n "${PG_SESSION_JWT_JWKS_URL:-}" ] || return 0
-	docker_jwks_secret
 	if ! python3 -m pg_session_jwt.jwks fetch --dir "$RUNTIME_DIR"; then
 		pg_error "start refused; nothing in $PGDATA was changed"
 		exit 1
@@ -171,7 +170,8 @@ docker_fetch_jwks() {
 # why): a file the server's user, and so a role with pg_write_server_files, can neither read
 # nor replace when started as root (root-owned, 0600, in the sticky run directory), so a
 # restart keeps the last good set; started as another uid, a new one per start. It reaches
-# the server through the environment only. An operator's own value is kept.
+# the server through the environment only (and the re-executed entrypoint after gosu). An
+# operator's own value is kept.
 docker_jwks_secret() {
 	[ -n "${PG_SESSION_JWT_JWKS_URL:-}" ] && [ -z "${PG_SESSION_JWT_JWKS_SECRET:-}" ] || return 0
 	local file="$RUNTIME_DIR/pg-session-jwt-jwks.secret"
@@ -383,10 +383,10 @@ docker_prepare() {
 			docker_verify_minimum_env
 		fi
 		docker_write_runtime_config
+		docker_jwks_secret
 	fi
 	if [ "$(id -u)" = 0 ]; then
 		docker_create_db_directories
-		docker_jwks_secret
 		export _PG_SESSION_JWT_CHECKED=1
 		exec gosu postgres "$0" "$@"
 	fi

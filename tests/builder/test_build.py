@@ -166,3 +166,10 @@ def test_changes_since_the_previous_build_name_packages_and_base():
                                             "base sha256:aa -> sha256:bb"]
     assert build.changes(after, after) == ["same packages and base as the previous build"]
     assert build.changes(None, after) == ["first build of this tag"]
+
+
+@pytest.mark.parametrize("debian, upstream", [("17.12-0+deb13u1", "17.12"), ("15.20-0+deb12u1", "15.20"),
+                                              ("18.6-1", "18.6")])
+def test_the_server_version_is_the_upstream_part_of_the_package_version(debian, upstream):
+    manifest = {"packages": {"postgresql": {"package": "postgresql-17", "version": debian}}}
+    assert build.server_version(manifest) == upstream
