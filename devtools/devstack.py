@@ -54,7 +54,7 @@ JWKS_URL = "http://tokens:8080/.well-known/jwks.json"
 class Settings:
     """Everything that varies between stacks: project name, major, ports, passwords."""
 
-    major: int
+    entry: matrix.Major               # the major's matrix entry
     project: str = "pg-session-jwt"
     ports: dict = field(default_factory=lambda: {s: p for s, (_, p) in PORTS.items()})
     postgres_password: str = "postgres"
@@ -62,7 +62,15 @@ class Settings:
     pool_size: int = 10
     image_repo: str = matrix.DEFAULT_REPO
     replica: bool = False
-    data_volume: str = matrix.OLD_PGDATA  # where db's image declares its VOLUME
+
+    @property
+    def major(self):
+        return self.entry.major
+
+    @property
+    def data_volume(self):
+        """Where db's image declares its VOLUME (and so where the stack mounts db's data)."""
+        return self.entry.volume
 
     @property
     def services(self):
@@ -80,7 +88,6 @@ class Settings:
         variable."""
         wanted = pg or environ.get("PG_MAJOR")
         entry = mx.entry(wanted) if wanted else mx.default
-        major = entry.major
         ports = {}
         for service, (var, default) in PORTS.items():
             ports[service] = _int_setting(environ, var, default, 1, 65535)
@@ -92,12 +99,12 @@ class Settings:
         if not project or not all(c.isalnum() or c in "-_" for c in project) \
                 or project != project.lower():
             raise UserError(f"PGJWT_PROJECT={project!r}: use lower-case letters, digits, - and _")
-        return cls(major=major, project=project, ports=ports,
+        return cls(entry=entry, project=project, ports=ports,
                    postgres_password=environ.get("PGJWT_POSTGRES_PASSWORD", "postgres"),
                    app_password=environ.get("PGJWT_APP_PASSWORD", "app"),
                    pool_size=_int_setting(environ, "PGJWT_POOL_SIZE", 10, 1, 10000),
                    image_repo=environ.get("PGJWT_IMAGE_REPO") or matrix.DEFAULT_REPO,
-                   replica=replica, data_volume=entry.volume)
+                   replica=replica)
 
     def compose_env(self, base_image=None, all_profiles=False):
         """The variables compose/docker-compose.yml interpolates, for this stack. The replica's
@@ -369,13 +376,12 @@ def usage_text(settings, jwk_json, tokens):
 
 # --- commands ----------------------------------------------------------------------------
 
-def ensure_db_image(client, mx, major, repo=matrix.DEFAULT_REPO):
-    """Build pg-session-jwt:<major> with builder/build.py when it is not there yet."""
+def ensure_db_image(client, mx, entry, repo=matrix.DEFAULT_REPO):
+    """Build <repo>:<major> of the matrix `entry` with builder/build.py when it is not there yet."""
     import docker
 
     from builder import build
 
-    entry = mx.select([major])[0]
     try:
         client.images.get(entry.tag(repo))
         return
@@ -394,7 +400,7 @@ def up(settings, mx, client, compose, out=sys.stdout, timeout=240):
         busy = busy_ports(settings.active_ports)
         if busy:
             raise busy_ports_error(busy)
-    ensure_db_image(client, mx, settings.major, settings.image_repo)
+    ensure_db_image(client, mx, settings.entry, settings.image_repo)
     base = base_image.ensure(client, mx.default.suite, mx.mirror)
     build_helpers(client, base)
     say(SCOPE, f"starting compose project {settings.project}")
