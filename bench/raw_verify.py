@@ -1,7 +1,7 @@
 """Benchmark baseline run inside an image: bare signature verification through the same C
 library the extension uses — libsodium for EdDSA, libcrypto for ES* and RS*/PS*.
 
-bench/run.py copies this file and a JSON input into a running container, and a
+bench/session.py copies this file and a JSON input into a running container, and a
 PL/Python function (bench.raw_verify) runs it in the very backend that times jwt_session_init,
 between its batches: same interpreter, same process, no `docker exec` in between. Warm
 `auth.jwt_session_init()` is compared with the least work any verifier must do for the
@@ -10,7 +10,7 @@ turn r || s into DER, hash and verify with a key loaded once. Everything the ext
 does beyond that (strict decoding, header and claim checks, session state, the SQL call)
 is what the ratio measures.
 
-    python3 bench_raw_verify.py input.json [BATCH]  ->  {"us_per_call": [one figure per batch]}
+    python3 raw_verify.py input.json [BATCH]  ->  {"us_per_call": [one figure per batch]}
 
 (also runnable by hand like this, with the image's python3).
 

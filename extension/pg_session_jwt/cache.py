@@ -57,7 +57,9 @@ class VerifiedCache:
 
     def put(self, token, session, keyset, nbf):
         """Remember a verified session; evict the least recently used over either bound."""
-        size = len(token) + len(session.claims_json)
+        # Bytes, not characters: a claim in another script takes up to 4 of them a character.
+        # (A token is ASCII; the claims were UTF-8 before they were decoded.)
+        size = len(token) + len(session.claims_json.encode("utf-8"))
         if size > self.max_bytes:
             return
         if token in self._entries:

@@ -41,6 +41,16 @@ def test_eviction_by_bytes():
     assert len(lru) == 3 and lru.get("x" * 2000, keyset, NOW, 60) is None
 
 
+def test_the_byte_bound_counts_utf8_bytes_not_characters():
+    lru = cache.VerifiedCache(max_entries=100, max_bytes=1000)
+    keyset = object()
+    for i in range(4):
+        # 100 characters of claims, 400 bytes in UTF-8: two entries fit, not three
+        lru.put(f"t{i}" + "t" * 98, session(str(i), claims_json="\U0001F600" * 100), keyset, None)
+        assert lru.bytes <= 1000
+    assert len(lru) == 2
+
+
 def test_hit_rechecks_exp_with_the_leeway_and_drops_the_entry():
     lru = cache.VerifiedCache()
     keyset = object()
