@@ -148,8 +148,7 @@ def index_text():
 
 
 def make_handler(ring):
-    if not isinstance(ring, KeyRing):
-        ring = KeyRing(ring)
+    """The HTTP handler class serving the keys and tokens of `ring` (a KeyRing)."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "pg-session-jwt-dev-tokens"

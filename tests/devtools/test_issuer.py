@@ -65,7 +65,7 @@ def test_token_for_refuses_bad_queries(keys, query, message):
 
 @pytest.fixture
 def running(keys):
-    httpd = server.ThreadingHTTPServer(("127.0.0.1", 0), server.make_handler(keys["EdDSA"]))
+    httpd = server.ThreadingHTTPServer(("127.0.0.1", 0), server.make_handler(server.KeyRing(keys["EdDSA"])))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
