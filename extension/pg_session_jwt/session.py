@@ -23,7 +23,7 @@ connections too.
 
 import os
 
-from . import cache, jwks, keys, token
+from . import cache, keys, token
 from . import claims as claim_checks
 from .encoding import json_dumps, json_loads
 from .errors import (
@@ -219,6 +219,8 @@ class Backend:
         if self.settings is None:
             settings = Settings.from_text(values)
             if not settings.jwk:
+                from . import jwks  # only without a key at connection start: off the cold path
+
                 self._jwks = jwks.Config.from_env(self.environ)
                 if self._jwks is not None and not (values.get("require_jti") or "").strip():
                     # Identity providers' jti is a string or absent.
@@ -240,6 +242,8 @@ class Backend:
         if self.settings.jwk:
             self._keys = keys.parse(self.settings.jwk)
             return self._keys
+        from . import jwks
+
         if self._jwks is None:
             raise JwtError(NO_DATA, "Missing runtime parameter: pg_session_jwt.jwk (or set "
                            f"{jwks.URL_VARIABLE} in the server's environment)")

@@ -43,13 +43,15 @@ def test_verifying_imports_nothing_heavy(alg):
         "s = backend.verify(jwt, time.time())\n"
         "assert s.sub == 'alice' and s.organization is not None and s.uid is None\n"
         f"print(' '.join(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}\n"
-        "                or m in ('pg_session_jwt.libcrypto', 'pg_session_jwt.der')))\n"
+        "                or m in ('pg_session_jwt.libcrypto', 'pg_session_jwt.der',\n"
+        "                         'pg_session_jwt.jwks')))\n"
     )
     token = mint(key, sub="alice", claims={"o": {"id": "x", "n": [1, 2.5, None]}})
     out = subprocess.run([sys.executable, "-S", "-I", "-c", program],
                          input=f"{public_jwk(key)}\n{token}", capture_output=True, text=True,
                          check=True).stdout
-    # An Ed25519 issuer's backends load neither libcrypto.py nor der.py (libsodium verifies).
+    # An Ed25519 issuer's backends load neither libcrypto.py nor der.py (libsodium verifies);
+    # with a key at connection start no backend loads jwks.py (the JWKS URL's machinery).
     expected = [] if alg == "EdDSA" else ["pg_session_jwt.der", "pg_session_jwt.libcrypto"]
     assert sorted(out.split()) == expected
 
