@@ -6,7 +6,6 @@ with the registry's own answer; failures (registry down, image not built) name t
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -15,6 +14,7 @@ import urllib.request
 import pytest
 
 from builder import matrix, push
+from tests.support.ports import free_ports
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -22,12 +22,6 @@ MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.oci.image.manifest.v1+json",
 ])
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +32,7 @@ def registry(tmp_path_factory):
         pytest.fail("docker-registry is missing on this host: install the Debian package "
                     "`docker-registry` (.ci/run does)")
     root = tmp_path_factory.mktemp("registry")
-    port = free_port()
+    port, = free_ports(1)
     config = root / "config.yml"
     config.write_text(json.dumps({  # YAML is a superset of JSON
         "version": 0.1,
@@ -98,7 +92,7 @@ def test_every_tag_is_pushed_and_pulls_back_with_the_same_digest(docker_client, 
 
 
 def test_unreachable_registry_is_named_before_anything_is_pushed(image, pg_major, capsys):
-    port = free_port()
+    port, = free_ports(1)
     code = push.main(["--registry", f"127.0.0.1:{port}", "--pg", str(pg_major),
                       "--repo", image.rpartition(":")[0]])
     assert code == 2

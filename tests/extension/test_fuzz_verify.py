@@ -16,7 +16,6 @@ Marked `stress`. PG_SESSION_JWT_STRESS_SCALE, the load tests' variable, sets the
 small hypothesis tests in test_extension_token.py stay in the ordinary suite.
 """
 
-import base64
 import json
 import os
 import time
@@ -30,6 +29,7 @@ from pg_session_jwt.session import Backend
 
 from devtools.jwt import generate_key, public_jwk
 from tests.support import load
+from tests.support.jws import b64, unb64
 
 pytestmark = pytest.mark.stress
 
@@ -54,14 +54,6 @@ def example_factor():
 def examples(full):
     return settings(max_examples=max(20, int(full * example_factor())), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-
-
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unb64(text):
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 class Signer:

@@ -8,7 +8,6 @@ yields a `Stack`.
 """
 
 import io
-import socket
 import subprocess
 import urllib.request
 import uuid
@@ -19,22 +18,9 @@ import psycopg
 
 from builder import matrix
 from devtools import devstack
+from tests.support.ports import free_ports
 
 LOG_DIR = matrix.ROOT / "tests" / "logs"
-
-
-def free_ports(count):
-    """`count` distinct ports that were free on 127.0.0.1 a moment ago."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass
