@@ -10,6 +10,12 @@ from pg_session_jwt.session import Backend
 from tests.support.issuer import Issuer
 
 
+@pytest.fixture(scope="session")
+def key(keys):
+    """The signing key most extension tests use (EdDSA, fresh per test session)."""
+    return keys["EdDSA"]
+
+
 @pytest.fixture
 def backend(monkeypatch):
     """A new server process for `pl` (its `state`), in transaction 1 until the test sets

@@ -36,15 +36,10 @@ SESSION_OUTLIVES_END = (
 
 
 @pytest.fixture(scope="module", autouse=True)
-def network_first(network):  # noqa: F811 (the imported fixture)
+def network_first(network):
     """The JWKS issuer's network set up before any container of this module, so that it is
     removed after them (module fixtures are torn down in reverse order)."""
     return network
-
-
-@pytest.fixture(scope="module")
-def key(keys):
-    return keys["EdDSA"]
 
 
 @pytest.fixture(scope="module")
@@ -334,8 +329,8 @@ def test_the_jwks_secret_is_root_only_and_survives_a_restart(image, start_contai
 # --- 5. a gateway's raw token across a key rotation ---------------------------------------
 
 @pytest.mark.slow
-def test_a_raw_token_of_a_retired_key_is_refused_on_an_existing_connection(  # noqa: F811
-        image, network, start_container, issuers):  # noqa: F811 (the imported fixtures)
+def test_a_raw_token_of_a_retired_key_is_refused_on_an_existing_connection(
+        image, network, start_container, issuers):
     """A gateway keeps a raw token in pg_session_jwt.jwt (SET, as the original's users do)
     and presents it again in later transactions. Once the issuer retires its key and the
     server has the new set, that token must be refused there too, as it is on a new

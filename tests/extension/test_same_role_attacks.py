@@ -25,11 +25,6 @@ HANDLE_PREFIX = "pg_session_jwt:"
 
 
 @pytest.fixture(scope="module")
-def key(keys):
-    return keys["EdDSA"]
-
-
-@pytest.fixture(scope="module")
 def role(pg):
     """An ordinary login role with TEMP and a schema of its own: what a shared application
     role often has, and more than the dev stack's `app` gets."""

@@ -41,11 +41,6 @@ def pg(pg, request):
 
 
 @pytest.fixture(scope="module")
-def key(keys):
-    return keys["EdDSA"]
-
-
-@pytest.fixture(scope="module")
 def attacker(key):
     """A key of the same type and kid as the real one, held by someone else."""
     return generate_key("EdDSA", kid=key.get("kid"))

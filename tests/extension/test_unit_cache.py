@@ -6,7 +6,7 @@ from pg_session_jwt import cache, pl, token
 from pg_session_jwt.errors import JwtError
 from pg_session_jwt.session import Backend, Session
 
-from devtools.jwt import generate_key, mint
+from devtools.jwt import mint
 from tests.support.jws import FakePlpy
 
 NOW = 1_800_000_000
@@ -78,11 +78,6 @@ def test_a_token_verified_under_another_key_set_misses():
     lru.put("t", session("t"), old, None)
     assert lru.get("t", new, NOW, 60) is None
     assert len(lru) == 0
-
-
-@pytest.fixture(scope="module")
-def key():
-    return generate_key("EdDSA")
 
 
 def count_verifications(monkeypatch):

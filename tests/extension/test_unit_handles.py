@@ -19,11 +19,6 @@ from tests.support.jws import FakePlpy, PlpyError
 pytestmark = pytest.mark.usefixtures("backend")  # each test is a new server process
 
 
-@pytest.fixture(scope="module")
-def key():
-    return generate_key("EdDSA")
-
-
 def start(plpy, token, local=False):
     failure, handle = pl.start(plpy, token, local)
     assert failure is None, handle

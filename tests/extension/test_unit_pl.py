@@ -20,11 +20,6 @@ UID = "0b6f0f5e-0c4b-4f0c-8d1f-9a1f0b3c2d1e"
 pytestmark = pytest.mark.usefixtures("backend")  # each test is a new server process
 
 
-@pytest.fixture(scope="module")
-def key():
-    return generate_key("EdDSA")
-
-
 def raises(sqlstate, phrase, fn, *args):
     with pytest.raises(PlpyError) as info:
         fn(*args)
