@@ -10,8 +10,7 @@ import pytest
 
 from builder import containers, matrix
 from devtools.jwt import ALGORITHMS, generate_key
-
-LOG_DIR = matrix.ROOT / "tests" / "logs"
+from tests.support import LOG_DIR
 
 
 def pytest_addoption(parser):

@@ -9,10 +9,9 @@ import uuid
 import pytest
 
 from builder import containers, matrix
-from tests.support import load
+from tests.support import LOG_DIR, load
 
 LABELS = {"io.pg-session-jwt.test": "1"}
-LOG_DIR = matrix.ROOT / "tests" / "logs"
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,8 @@ import psycopg
 
 from builder import matrix
 from devtools import devstack
+from tests.support import LOG_DIR
 from tests.support.ports import free_ports
-
-LOG_DIR = matrix.ROOT / "tests" / "logs"
 
 
 @dataclass
