@@ -142,45 +142,30 @@ def test_yaml_renders_with_overrides_for_the_major(tmp_path):
     assert "statement_timeout" not in rc.yaml_settings(path, 15, FakeServer())
 
 
-def test_unknown_setting_is_refused_with_file_and_line(tmp_path):
-    path = write(tmp_path, "settings:\n  work_mem: 8MB\n  shared_bufers: 1GB\n")
-    with pytest.raises(UserError, match=rf"^{path}:3: unknown setting 'shared_bufers'"):
-        rc.yaml_settings(path, 17, FakeServer())
+# Each refused YAML: its text, the line the message must name, and what it must say there.
+REFUSED_YAML = {
+    "unknown setting": ("settings:\n  work_mem: 8MB\n  shared_bufers: 1GB\n", 3,
+                        "unknown setting 'shared_bufers'"),
+    "unknown setting in an override": (
+        "settings:\n  work_mem: 8MB\noverrides:\n  17:\n    io_methd: worker\n", 5,
+        "unknown setting 'io_methd'"),
+    "bad YAML": ("settings:\n  work_mem: 8MB\n   bad: [\n", 3, "invalid YAML"),
+    "unknown extension setting": ("settings:\n  pg_session_jwt.leway: 5\n", 2,
+                                  "unknown setting 'pg_session_jwt.leway'"),
+    "extension setting value": ("settings:\n  pg_session_jwt.leeway: soon\n", 2,
+                                "pg_session_jwt.leeway must be a whole number"),
+    "the session token server-wide": ("settings:\n  pg_session_jwt.jwt: abc\n", 2,
+                                      "pg_session_jwt.jwt cannot be set server-wide"),
+    "a symmetric key": ('settings:\n  pg_session_jwt.jwk: \'{"kty":"oct","k":"AAAA"}\'\n', 2,
+                        "pg_session_jwt.jwk: .*symmetric"),
+}
 
 
-def test_unknown_setting_in_an_override_names_its_line(tmp_path):
-    path = write(tmp_path, "settings:\n  work_mem: 8MB\noverrides:\n  17:\n    io_methd: worker\n")
-    with pytest.raises(UserError, match=rf"^{path}:5: unknown setting 'io_methd'"):
-        rc.yaml_settings(path, 17, FakeServer())
-
-
-def test_bad_yaml_names_file_and_line(tmp_path):
-    path = write(tmp_path, "settings:\n  work_mem: 8MB\n   bad: [\n")
-    with pytest.raises(UserError, match=rf"^{path}:3: invalid YAML"):
-        rc.yaml_settings(path, 17, FakeServer())
-
-
-def test_unknown_extension_setting_is_refused(tmp_path):
-    path = write(tmp_path, "settings:\n  pg_session_jwt.leway: 5\n")
-    with pytest.raises(UserError, match=rf"^{path}:2: unknown setting 'pg_session_jwt.leway'"):
-        rc.yaml_settings(path, 17, FakeServer())
-
-
-def test_extension_setting_values_are_checked(tmp_path):
-    path = write(tmp_path, "settings:\n  pg_session_jwt.leeway: soon\n")
-    with pytest.raises(UserError, match=rf"^{path}:2: pg_session_jwt.leeway must be a whole number"):
-        rc.yaml_settings(path, 17, FakeServer())
-
-
-def test_the_session_token_cannot_be_set_server_wide(tmp_path):
-    path = write(tmp_path, "settings:\n  pg_session_jwt.jwt: abc\n")
-    with pytest.raises(UserError, match=rf"^{path}:2: pg_session_jwt.jwt cannot be set server-wide"):
-        rc.yaml_settings(path, 17, FakeServer())
-
-
-def test_a_symmetric_key_in_the_yaml_is_refused(tmp_path):
-    path = write(tmp_path, 'settings:\n  pg_session_jwt.jwk: \'{"kty":"oct","k":"AAAA"}\'\n')
-    with pytest.raises(UserError, match=rf"^{path}:2: pg_session_jwt.jwk: .*symmetric"):
+@pytest.mark.parametrize("case", REFUSED_YAML)
+def test_a_refused_yaml_names_file_line_and_problem(tmp_path, case):
+    text, line, message = REFUSED_YAML[case]
+    path = write(tmp_path, text)
+    with pytest.raises(UserError, match=rf"^{path}:{line}: {message}"):
         rc.yaml_settings(path, 17, FakeServer())
 
 
