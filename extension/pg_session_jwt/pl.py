@@ -32,12 +32,16 @@ PARALLEL_MODE = ("pg_session_jwt cannot read the connection's settings in parall
                  "functions in PARALLEL SAFE ones")
 
 
-def capture(plpy, parallel_possible=True):
-    """Read the connection-start settings once per backend. Callers that are PARALLEL
-    UNSAFE (never run in parallel mode) skip the parallel-mode check."""
+def capture(plpy):
+    """Read the connection-start settings once per backend, never in parallel mode.
+
+    Every caller checks, the PARALLEL UNSAFE init() and jwt_session_init() too: an unsafe
+    function still runs in parallel mode when a PARALLEL SAFE one (an application's PL/pgSQL
+    or SQL function) calls it, and there the SPI call would wreck the interpreter (see
+    in_parallel_mode)."""
     if state.settings is not None:
         return
-    if parallel_possible and in_parallel_mode():
+    if in_parallel_mode():
         raise JwtError(OBJECT_NOT_IN_PREREQUISITE_STATE, PARALLEL_MODE)
     try:
         rows = plpy.execute(CAPTURE)
@@ -54,16 +58,23 @@ def in_parallel_mode():
 
     Asked before any SPI call rather than learnt from its error: before PostgreSQL 17,
     plpy.execute() in parallel mode fails to start its subtransaction with an ERROR that
-    jumps out of the Python interpreter and leaves it unusable for the rest of the backend.
-    Outside a server (unit tests) the symbol does not exist and the answer is False.
+    jumps out of the Python interpreter; the next PL/Python call of that backend then
+    crashes it, and the postmaster restarts every backend of the server. Outside a server
+    (unit tests) the symbol does not exist and the answer is False.
     """
-    import ctypes
+    global _is_in_parallel_mode
+    if _is_in_parallel_mode is None:
+        import ctypes
 
-    function = getattr(ctypes.CDLL(None), "IsInParallelMode", None)
-    if function is None:
-        return False
-    function.restype = ctypes.c_bool
-    return function()
+        function = getattr(ctypes.CDLL(None), "IsInParallelMode", None)
+        if function is None:
+            return False
+        function.restype = ctypes.c_bool
+        _is_in_parallel_mode = function
+    return _is_in_parallel_mode()
+
+
+_is_in_parallel_mode = None
 
 
 def transaction_stamp():
@@ -180,7 +191,7 @@ def init_check(plpy):
     """auth._init() (0.2.0): capture the settings and parse the key; None, or
     [sqlstate, message] for auth.init() to raise from PL/pgSQL."""
     try:
-        capture(plpy, parallel_possible=False)
+        capture(plpy)
         state.keys()
     except JwtError as exc:
         return [exc.sqlstate, exc.message]
@@ -195,7 +206,7 @@ def check(plpy, jwt):
     Raising from PL/pgSQL gives a clean ERROR: raised from PL/Python, the message would
     read "plpy.Error: ..." and carry a Python traceback as its CONTEXT."""
     try:
-        capture(plpy, parallel_possible=False)
+        capture(plpy)
         state.verify(jwt, time(), plpy.log)
     except JwtError as exc:
         return [exc.sqlstate, exc.message]
@@ -212,7 +223,7 @@ def start(plpy, jwt, local):
     if local is None:
         return [NULL_VALUE_NOT_ALLOWED, NULL_LOCAL]
     try:
-        capture(plpy, parallel_possible=False)
+        capture(plpy)
         return [None, state.start(jwt, local, time(), transaction_stamp, plpy.log)]
     except JwtError as exc:
         return [exc.sqlstate, exc.message]

@@ -210,13 +210,19 @@ def test_capture_refused_in_parallel_mode_fails_closed(key):
     assert pl.state.settings is None
 
 
-def test_getters_do_not_even_try_to_capture_in_parallel_mode(key, monkeypatch):
+def test_no_entry_point_even_tries_to_capture_in_parallel_mode(key, monkeypatch):
     plpy = FakePlpy.for_key(key)
     monkeypatch.setattr(pl, "in_parallel_mode", lambda: True)
     for getter in GETTERS:
         raises("55000", "parallel mode", getter, plpy, mint(key, sub="a"), None)
+    # init() and jwt_session_init() are PARALLEL UNSAFE, yet run in parallel mode when a
+    # PARALLEL SAFE function calls them: they must not reach SPI there either.
+    raises("55000", "parallel mode", pl.init, plpy)
+    assert pl.init_check(plpy)[0] == "55000"
+    assert pl.start(plpy, mint(key, sub="a"), True)[0] == "55000"
+    assert pl.check(plpy, mint(key, sub="a"))[0] == "55000"
     assert plpy.queries == []
-    # init() and jwt_session_init() are PARALLEL UNSAFE: they never run in parallel mode.
+    monkeypatch.setattr(pl, "in_parallel_mode", lambda: False)
     pl.init(plpy)
     assert plpy.queries == [pl.CAPTURE]
 
