@@ -41,10 +41,17 @@ class Host:
     path: str = field(default_factory=lambda: os.environ.get("PATH", os.defpath))
     euid: int = field(default_factory=os.geteuid)
     python: tuple = tuple(sys.version_info[:2])
-    has_ensurepip: bool = field(default_factory=lambda: importlib.util.find_spec("ensurepip") is not None)
+    ensurepip: bool = None  # None: look, again after an install; tests give the answer
     venv_ready: bool = field(default_factory=lambda: os.path.exists(VENV_READY))
     pg: str = None  # --pg: the one major `make image` / `make run` builds
     memo: dict = field(default_factory=dict, repr=False)  # answers that installing cannot change
+
+    def has_ensurepip(self):
+        """Whether `python -m venv` can put pip into .venv (Debian: python3.X-venv)."""
+        if self.ensurepip is not None:
+            return self.ensurepip
+        importlib.invalidate_caches()  # a package just installed adds the module
+        return importlib.util.find_spec("ensurepip") is not None
 
     def which(self, name):
         return shutil.which(name, path=self.path)
@@ -151,7 +158,7 @@ TOOLS = (
     Tool("Python 3.11+", "runs everything here (set PYTHON=python3.11 or newer for make)",
          lambda host: host.python >= MIN_PYTHON, targets=frozenset(TARGETS),
          fix="install Python 3.11 or newer and run make with PYTHON=python3.x"),
-    Tool("venv", "creates .venv (the pinned requirements)", lambda host: host.has_ensurepip,
+    Tool("venv", "creates .venv (the pinned requirements)", lambda host: host.has_ensurepip(),
          package=lambda host: "python{}.{}-venv".format(*host.python),
          # `python -m venv` runs ensurepip each time make (re)creates .venv.
          wanted=lambda host, target: target == "venv" or not host.venv_ready),
@@ -215,15 +222,18 @@ def message(target, lacking, host):
     return "\n".join(lines)
 
 
-def install(host, apt, packages, out):
-    """`apt` update and install `packages`; whether both succeeded (apt-get's own output goes to
-    `out`)."""
+def install(host, apt, packages):
+    """`apt` update and install `packages`: None when both succeeded, else apt-get's last
+    lines (its output is kept back unless it fails)."""
     env = {**os.environ, "PATH": host.path, "DEBIAN_FRONTEND": "noninteractive"}
     for args in (["update", "-qq"],
                  ["install", "-y", "-qq", "--no-install-recommends", *packages]):
-        if subprocess.run([*apt, *args], env=env, stdout=out).returncode != 0:
-            return False
-    return True
+        result = subprocess.run([*apt, *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            tail = "\n".join(result.stdout.splitlines()[-15:])
+            return f"`apt-get {args[0]}` failed (exit {result.returncode}):\n{tail}"
+    return None
 
 
 def ensure(host, target, out=None):
@@ -238,9 +248,9 @@ def ensure(host, target, out=None):
         reasons = "; ".join(f"{tool.name}: {tool.why}" for tool in installable)
         print(f"prerequisites: installing {' '.join(packages)} with apt-get ({reasons})",
               file=out, flush=True)
-        if not install(host, apt, packages, out):
-            return (message(target, lacking, host)
-                    + "\n(apt-get failed: see its output above)")
+        problem = install(host, apt, packages)
+        if problem:
+            return message(target, lacking, host) + "\n" + problem
         lacking = missing(host, target)
     return message(target, lacking, host) if lacking else None
 

@@ -59,7 +59,7 @@ def bin_dir(tmp_path):
 
 def host(folder, **kwargs):
     """A Host that sees only `folder` on PATH, root, a new enough Python and a ready .venv."""
-    settings = {"path": str(folder), "euid": 0, "python": (3, 13), "has_ensurepip": True,
+    settings = {"path": str(folder), "euid": 0, "python": (3, 13), "ensurepip": True,
                 "venv_ready": True, **kwargs}
     return Host(**settings)
 
@@ -138,7 +138,7 @@ def test_bootstrapping_as_another_user_asks_for_root(bin_dir):
 
 
 def test_old_python_and_no_venv_module(bin_dir):
-    message = prerequisites.ensure(host(bin_dir, python=(3, 10), has_ensurepip=False,
+    message = prerequisites.ensure(host(bin_dir, python=(3, 10), ensurepip=False,
                                         venv_ready=False), "venv")
     assert "  - Python 3.11+: " in message and "  - venv: " in message
     assert "sudo apt-get install --no-install-recommends python3.10-venv" in message
@@ -195,11 +195,13 @@ def test_without_root_or_sudo_nothing_is_installed(bin_dir, tmp_path):
     assert "  - psql: " in message and not log.exists()
 
 
-def test_a_failed_apt_get_keeps_the_message(bin_dir, capfd):
+def test_a_failed_apt_get_keeps_the_message_with_its_output(bin_dir):
     (bin_dir / "curl").unlink()
-    executable(bin_dir / "apt-get", "exit 100\n")
+    executable(bin_dir / "apt-get", '[ "$1" = update ] && exit 0\n'
+               'echo "E: Unable to locate package $5"; exit 100\n')
     message = prerequisites.ensure(host(bin_dir), "test")
-    assert "  - curl: " in message and "apt-get failed" in message
+    assert "  - curl: " in message
+    assert message.endswith("`apt-get install` failed (exit 100):\nE: Unable to locate package curl")
 
 
 @pytest.mark.parametrize("target", ["run", "test"])
