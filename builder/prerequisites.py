@@ -245,9 +245,9 @@ def ensure(host, target, out=None):
     apt = apt_command(host) if installable else None
     if apt is not None:
         packages = [tool.package_for(host) for tool in installable]
-        reasons = "; ".join(f"{tool.name}: {tool.why}" for tool in installable)
-        print(f"prerequisites: installing {' '.join(packages)} with apt-get ({reasons})",
-              file=out, flush=True)
+        names = ", ".join(tool.name for tool in installable)
+        print(f"prerequisites: `make {target}` needs {names}: installing {' '.join(packages)} "
+              "with apt-get", file=out, flush=True)
         problem = install(host, apt, packages)
         if problem:
             return message(target, lacking, host) + "\n" + problem

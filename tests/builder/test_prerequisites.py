@@ -164,8 +164,8 @@ def test_root_with_apt_installs_what_is_missing_in_one_line(bin_dir, tmp_path, c
     assert prerequisites.ensure(host(bin_dir), "test") is None
     err = capfd.readouterr().err.splitlines()
     assert len(err) == 1
-    assert err[0].startswith("prerequisites: installing postgresql-client curl debootstrap "
-                             "with apt-get (psql: ")
+    assert err[0] == ("prerequisites: `make test` needs psql, curl, debootstrap: installing "
+                      "postgresql-client curl debootstrap with apt-get")
     assert log.read_text().splitlines() == [
         "noninteractive update -qq",
         "noninteractive install -y -qq --no-install-recommends postgresql-client curl debootstrap"]
