@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 
 from builder import base_image
-from runtime.errors import failed
+from runtime.errors import UserError, failed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_READY = os.path.join(ROOT, ".venv", ".installed")  # what the Makefile touches last
@@ -88,18 +88,20 @@ def compose_command(runs):
 
 
 def suites(host, target):
-    """The Debian suites whose bases `target` builds from, or None when the matrix cannot be
-    read here (no PyYAML in this Python: before .venv exists)."""
+    """(the Debian suites whose bases `target` builds from, the mirror), or None when the
+    matrix cannot be read here (no PyYAML in this Python before .venv exists, or a matrix
+    error, which the build itself reports)."""
     try:
         from builder import matrix
         mx = matrix.load()
-    except ImportError:
+        chosen = mx.entry(host.pg) if target in ("run", "image") and host.pg else None
+    except (ImportError, UserError):
         return None
-    if target in ("run", "image") and host.pg:
-        # run: the chosen major's image, and the helper images from the default suite.
-        return sorted({mx.entry(host.pg).suite, mx.default.suite}), mx.mirror
     if target == "run":
-        return [mx.default.suite], mx.mirror
+        # the chosen major's image, and the helper images from the default suite
+        return sorted({(chosen or mx.default).suite, mx.default.suite}), mx.mirror
+    if chosen is not None:
+        return [chosen.suite], mx.mirror
     return sorted({entry.suite for entry in mx.majors}), mx.mirror
 
 
@@ -262,7 +264,8 @@ def main(argv=None):
     parser.add_argument("--pg", metavar="MAJOR", help="the one major that `make image` or "
                         "`make run` builds")
     args = parser.parse_args(argv)
-    problem = ensure(Host(pg=args.pg), args.target)
+    # `make run` also takes the major from PG_MAJOR, as devtools/devstack.py does.
+    problem = ensure(Host(pg=args.pg or os.environ.get("PG_MAJOR") or None), args.target)
     if problem:
         return failed(problem)
     return 0

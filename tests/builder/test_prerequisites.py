@@ -209,3 +209,13 @@ def test_make_checks_before_anything_else(target):
     first = subprocess.run(["make", "-n", "--no-print-directory", target], cwd=matrix.ROOT,
                            capture_output=True, text=True, check=True).stdout.splitlines()[0]
     assert first.split() == ["python3", "-m", "builder.prerequisites", target]
+
+
+def test_make_run_needs_the_bases_of_its_major_and_of_the_helpers(bin_dir):
+    (bin_dir / "debootstrap").unlink()
+    executable(bin_dir / "docker", docker_script(bases=[MX.default.suite]))
+    assert prerequisites.ensure(host(bin_dir), "run") is None
+    other = next(entry for entry in MX.majors if entry.suite != MX.default.suite)
+    message = prerequisites.ensure(host(bin_dir, pg=str(other.major)), "run")
+    assert "  - debootstrap: " in message
+    assert prerequisites.ensure(host(bin_dir, pg=str(MX.default.major)), "image") is None
