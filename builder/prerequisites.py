@@ -6,7 +6,7 @@
 package that provides it. The Makefile calls this first for `make run`, `make test`,
 `make images` and `make image` (and .ci/run through them). When something a package
 provides is missing and this user may use apt (root, or passwordless sudo), it is installed,
-with one line saying what and why. Otherwise, or for what make does not install (Docker,
+with one line saying what and for which need. Otherwise, or for what make does not install (Docker,
 Python), one message lists everything missing and the one command that installs it, and the
 target stops before it has done anything.
 
@@ -136,8 +136,9 @@ def _must_bootstrap(host, target):
 
 @dataclass(frozen=True)
 class Tool:
-    """One thing the host must have: `package` installs it (None: make does not install it,
-    `fix` says what to do), for `targets` (None: when `wanted(host, target)` says so)."""
+    """One thing the host must have, for the make `targets` (or where `wanted(host, target)`
+    says so): `package` installs it; without one, make does not install it and `fix` says
+    what to do."""
 
     name: str
     why: str
@@ -157,10 +158,10 @@ class Tool:
 
 
 TOOLS = (
-    Tool("Python 3.11+", "runs everything here (set PYTHON=python3.11 or newer for make)",
+    Tool("Python 3.11+", "runs everything here",
          lambda host: host.python >= MIN_PYTHON, targets=frozenset(TARGETS),
          fix="install Python 3.11 or newer and run make with PYTHON=python3.x"),
-    Tool("venv", "creates .venv (the pinned requirements)", lambda host: host.has_ensurepip(),
+    Tool("venv", "Python's venv module with pip, which creates .venv", lambda host: host.has_ensurepip(),
          package=lambda host: "python{}.{}-venv".format(*host.python),
          # `python -m venv` runs ensurepip each time make (re)creates .venv.
          wanted=lambda host, target: target == "venv" or not host.venv_ready),
