@@ -23,8 +23,16 @@ help:  ## list the targets and where things live
 	  "  bench/      benchmarks (python -m bench.run); targets in docs/benchmarks.md" \
 	  "  tests/      mirrors the packages; tests/support/ is shared test code"
 
+# What a target needs from the host (builder/prerequisites.py, run with the host's Python before
+# .venv exists), checked before any work: installed with apt when this user can, else listed
+# in one message with the command that installs it.
+CHECKS := check-venv check-images check-image check-run check-test
+.PHONY: $(CHECKS)
+$(CHECKS): check-%:
+	@$(PYTHON) -m builder.prerequisites $* $(if $(PG),--pg $(PG))
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
-	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
+	@$(PYTHON) -m builder.prerequisites venv
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --editable .
@@ -34,15 +42,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 venv: $(VENV)/.installed  ## create .venv from the pinned requirements
 
 .PHONY: images
-images: venv  ## build every major in images/versions.yaml
+images: check-images venv  ## build every major in images/versions.yaml
 	$(PY) -m builder.build
 
 .PHONY: image
-image: venv  ## build one major: make image PG=17
+image: check-image venv  ## build one major: make image PG=17
 	$(PY) -m builder.build --pg $(PG)
 
 .PHONY: test
-test: images  ## build the images, then run unit and container tests for every major
+test: check-test images  ## build the images, then run unit and container tests for every major
 	$(PY) -m pytest -m "not stress" $(PYTEST_ARGS)
 
 .PHONY: stress
@@ -58,7 +66,7 @@ push: venv  ## push every tag of every major (or PG=17) to REGISTRY=host:port[/p
 	$(PY) -m builder.push --registry "$(REGISTRY)" $(if $(PG),--pg $(PG))
 
 .PHONY: run
-run: venv  ## start the dev stack and print how to use it (PG=15: another major; REPLICA=1: a standby too)
+run: check-run venv  ## start the dev stack and print how to use it (PG=15: another major; REPLICA=1: a standby too)
 	$(PY) -m devtools.devstack up $(if $(PG),--pg $(PG)) $(if $(REPLICA),--replica)
 
 .PHONY: stop
@@ -77,4 +85,4 @@ lint: venv  ## ruff on the Python, bash -n on the shell scripts
 .PHONY: clean
 clean:  ## remove the venv, test logs, bench results and this project's images
 	rm -rf $(VENV) tests/logs bench-results .pytest_cache .ruff_cache *.egg-info
-	-docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^pg-session-jwt(-base|-dev-[a-z]+|-bench-baseline)?:' | xargs -r docker rmi
+	-docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^pg-session-jwt(-base|-(dev|test)-[a-z]+|-bench-baseline)?:' | xargs -r docker rmi

@@ -7,6 +7,8 @@
     docker_client the Docker connection, with an error that says how to fix a missing daemon
     containers    server containers of a built image (tests, benchmarks) and one-shot commands
     progress      progress lines a person can follow
+    prerequisites what make needs on the host: checked at once before any work, installed with
+                  apt when it can be (standard library only: runs before .venv exists)
 
 Developer tools, benchmarks and tests build on these.
 """

@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from builder import docker_build, matrix
+from builder import docker_build, matrix, prerequisites
 from builder.docker_client import connect
 from builder.progress import say
 from devtools.jwt import pgoptions_export
@@ -150,16 +150,19 @@ def _int_setting(environ, var, default, low, high):
 # --- compose ---------------------------------------------------------------------------
 
 def detect_compose(run=subprocess.run):
-    """The compose command: `docker compose` (v2) when present, else `docker-compose` (v1)."""
-    for candidate in (["docker", "compose"], ["docker-compose"]):
+    """The compose command: `docker compose` (v2) when present, else `docker-compose` (v1)
+    (builder.prerequisites, which `make run` and `make test` check before anything else)."""
+    def works(cmd):
         try:
-            result = run(candidate + ["version"], capture_output=True, text=True)
+            return run(cmd, capture_output=True, text=True).returncode == 0
         except OSError:  # the executable does not exist
-            continue
-        if result.returncode == 0:
-            return candidate
-    raise UserError("neither `docker compose` (v2) nor `docker-compose` (v1) works: install one "
-                    "(`apt-get install docker-compose`, or Docker's compose plugin)")
+            return False
+
+    compose = prerequisites.compose_command(works)
+    if compose is None:
+        raise UserError("neither `docker compose` (v2) nor `docker-compose` (v1) works: install one "
+                        "(`apt-get install docker-compose`, or Docker's compose plugin)")
+    return compose
 
 
 def compose_command(compose, project, *args):

@@ -1,13 +1,10 @@
 """`make push` (builder/push.py) against a real registry: Debian's docker-registry (the
-distribution project) started as a process on 127.0.0.1 with a random port and a temporary
-storage directory. Every tag of the major is pushed, pulled back, and the digests compared
-with the registry's own answer; failures (registry down, image not built) name the fix.
+distribution project) in a container built from the local Debian base, published on a random
+127.0.0.1 port (tests/support/registry.py). Every tag of the major is pushed, pulled back, and
+the digests compared with the registry's own answer; failures (registry down, image not built)
+name the fix.
 """
 
-import json
-import shutil
-import subprocess
-import time
 import urllib.error
 import urllib.request
 
@@ -15,6 +12,7 @@ import pytest
 
 from builder import matrix, push
 from tests.support.ports import free_ports
+from tests.support.registry import running
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -25,39 +23,11 @@ MANIFEST_TYPES = ", ".join([
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory):
-    """host:port of a registry process of our own, stopped (by its pid) at session end."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("docker-registry is missing on this host: install the Debian package "
-                    "`docker-registry` (.ci/run does)")
-    root = tmp_path_factory.mktemp("registry")
-    port, = free_ports(1)
-    config = root / "config.yml"
-    config.write_text(json.dumps({  # YAML is a superset of JSON
-        "version": 0.1,
-        "log": {"level": "warn"},
-        "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }))
-    log = open(root / "registry.log", "wb")
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("docker-registry did not start:\n"
-                                + (root / "registry.log").read_text()[-2000:])
-                time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+def registry(docker_client):
+    """host:port of a registry container of our own (tests/support/registry.py), removed at
+    session end."""
+    with running(docker_client) as address:
+        yield address
 
 
 def registry_digest(registry, name, tag):

@@ -37,7 +37,8 @@ def run_printed(exports, command):
 def test_printed_commands_work(stack):
     for tool in ("psql", "curl"):
         if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing on this host: install it (postgresql-client, curl)")
+            pytest.fail(f"{tool} is missing on this host: `make test` installs it first where it "
+                        "can, else says how (`python3 -m builder.prerequisites test`)")
     lines = stack.printed.splitlines()
     exports = [line for line in lines if line.startswith("export ")]
     refresh = [line.strip() for line in lines if line.startswith("  export ")]

@@ -7,6 +7,7 @@
     issuer       a test identity provider (jwks_server.py in a container), https per test
     jwks_fakes   a clock and an issuer for the JWKS unit tests
     ports        free host ports
+    registry     a real container registry (Debian's docker-registry) in a container
     load         the multi-user RLS load generator of the stress tests
     LOG_DIR      where tests keep the logs of what failed
 """
