@@ -8,6 +8,7 @@ PG ?=
 PYTEST_ARGS ?=
 REGISTRY ?=
 REPLICA ?=
+HA ?=
 
 .PHONY: help
 help:  ## list the targets and where things live
@@ -66,8 +67,8 @@ push: venv  ## push every tag of every major (or PG=17) to REGISTRY=host:port[/p
 	$(PY) -m builder.push --registry "$(REGISTRY)" $(if $(PG),--pg $(PG))
 
 .PHONY: run
-run: check-run venv  ## start the dev stack and print how to use it (PG=15: another major; REPLICA=1: a standby too)
-	$(PY) -m devtools.devstack up $(if $(PG),--pg $(PG)) $(if $(REPLICA),--replica)
+run: check-run venv  ## start the dev stack and print how to use it (PG=15: another major; REPLICA=1: a standby too; HA=1: Patroni)
+	$(PY) -m devtools.devstack up $(if $(PG),--pg $(PG)) $(if $(REPLICA),--replica) $(if $(HA),--ha)
 
 .PHONY: stop
 stop: venv  ## stop the local development stack and remove its volumes
@@ -80,7 +81,7 @@ logs: venv  ## follow the development stack's logs
 .PHONY: lint
 lint: venv  ## ruff on the Python, bash -n on the shell scripts
 	$(PY) -m ruff check runtime builder devtools bench tests extension
-	for f in images/*.sh compose/*/*.sh bench/*/*.sh .ci/run; do bash -n "$$f" || exit 1; done
+	for f in images/*.sh compose/*/*.sh deploy/*/*.sh bench/*/*.sh .ci/run; do bash -n "$$f" || exit 1; done
 
 .PHONY: clean
 clean:  ## remove the venv, test logs, bench results and this project's images

@@ -1,23 +1,26 @@
 """The local development stack in compose/: what `make run`, `make stop` and `make logs` do.
 
-    python -m devtools.devstack up [--pg 17] [--replica]
+    python -m devtools.devstack up [--pg 17] [--replica | --ha]
                                               build what is missing, start, wait, print how to use
-                                              it; --replica adds a hot standby of db
+                                              it; --replica adds a hot standby of db; --ha runs
+                                              three nodes under Patroni with etcd instead of db
     python -m devtools.devstack down           remove the stack's containers, volumes and network
     python -m devtools.devstack logs           follow the stack's logs
 
 Settings come from the environment, all optional: PG_MAJOR (default: the matrix default),
 PGJWT_PROJECT (compose project, default pg-session-jwt), PGJWT_DB_PORT, PGJWT_POOLER_PORT,
-PGJWT_TOKENS_PORT, PGJWT_REPLICA_PORT (host ports on 127.0.0.1, defaults 55432, 56432, 58080,
-55433), PGJWT_POOL_SIZE,
+PGJWT_TOKENS_PORT, PGJWT_REPLICA_PORT, PGJWT_PG1_PORT, PGJWT_PG2_PORT, PGJWT_PG3_PORT (host
+ports on 127.0.0.1, defaults 55432, 56432, 58080, 55433, 55441, 55442, 55443), PGJWT_POOL_SIZE,
 PGJWT_IMAGE_REPO (repository of the db image, default pg-session-jwt),
-PGJWT_POSTGRES_PASSWORD and PGJWT_APP_PASSWORD (development defaults). The same names are
-what compose/docker-compose.yml reads, so plain compose and this module agree.
+PGJWT_POSTGRES_PASSWORD, PGJWT_APP_PASSWORD and PGJWT_REPLICATION_PASSWORD (development
+defaults). The same names are what compose/docker-compose.yml reads, so plain compose and this
+module agree.
 """
 
 import argparse
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -38,13 +41,26 @@ COMPOSE_FILE = matrix.ROOT / "compose" / "docker-compose.yml"
 SERVICES = ("db", "tokens", "pooler")
 # In the compose profile of the same name: started only by `up --replica` (`make run REPLICA=1`).
 REPLICA = "replica"
-HELPER_SERVICES = ("tokens", "pooler")  # their images are built here; db's by builder/build.py
+# The compose profile `ha` (`up --ha`, `make run HA=1`): these services instead of db and
+# pooler. HA_NODES run PostgreSQL under Patroni; haproxy takes db's host port (it routes to
+# the current leader) and HA_POOLER, pgbouncer in front of it, the pooler's.
+HA = "ha"
+HA_NODES = ("pg1", "pg2", "pg3")
+HA_POOLER = "ha-pooler"
+HA_SERVICES = ("tokens", "etcd", *HA_NODES, "haproxy", HA_POOLER)
+HA_PUBLISHERS = {"db": "haproxy", "pooler": HA_POOLER}
+# Build arguments a helper image may take: the local Debian base, or this stack's db image
+# (the Patroni nodes are built FROM it). Helper images are the services with a `build:`
+# section; db's image is built by builder/build.py.
+HELPER_BUILD_ARGS = {"BASE_IMAGE", "DB_IMAGE"}
 DB_NAME = "demo"
 APP_USER = "app"
 TOKEN_TTL = 3600
 # service → (environment variable, default host port); defaults stay clear of 5432.
 PORTS = {"db": ("PGJWT_DB_PORT", 55432), "pooler": ("PGJWT_POOLER_PORT", 56432),
-         "tokens": ("PGJWT_TOKENS_PORT", 58080), REPLICA: ("PGJWT_REPLICA_PORT", 55433)}
+         "tokens": ("PGJWT_TOKENS_PORT", 58080), REPLICA: ("PGJWT_REPLICA_PORT", 55433),
+         **{node: (f"PGJWT_{node.upper()}_PORT", 55440 + i)
+            for i, node in enumerate(HA_NODES, start=1)}}
 SCOPE = "devstack"
 # Where db fetches the issuer's keys (compose/docker-compose.yml), on the stack's network.
 JWKS_URL = "http://tokens:8080/.well-known/jwks.json"
@@ -62,6 +78,8 @@ class Settings:
     pool_size: int = 10
     image_repo: str = matrix.DEFAULT_REPO
     replica: bool = False
+    ha: bool = False
+    replication_password: str = "replicator"
 
     @property
     def major(self):
@@ -75,26 +93,34 @@ class Settings:
     @property
     def services(self):
         """The services this stack runs."""
+        if self.ha:
+            return HA_SERVICES
         return SERVICES + ((REPLICA,) if self.replica else ())
+
+    def publisher(self, name):
+        """The service that publishes the host port of `name` (a key of PORTS)."""
+        return HA_PUBLISHERS.get(name, name) if self.ha else name
 
     @property
     def active_ports(self):
-        """{service: host port} of the services this stack runs."""
-        return {s: p for s, p in self.ports.items() if s in self.services}
+        """{name: host port} (names as in PORTS) of the services this stack runs."""
+        return {s: p for s, p in self.ports.items() if self.publisher(s) in self.services}
 
     @classmethod
-    def from_env(cls, environ, mx, pg=None, replica=False):
-        """Settings from `environ` (and --pg, --replica), checked, with errors that name the
-        variable."""
+    def from_env(cls, environ, mx, pg=None, replica=False, ha=False):
+        """Settings from `environ` (and --pg, --replica, --ha), checked, with errors that name
+        the variable."""
+        if replica and ha:
+            raise UserError("choose one of REPLICA=1 (a standby of db) and HA=1 (three nodes "
+                            "under Patroni, which already replicate): not both")
         wanted = pg or environ.get("PG_MAJOR")
         entry = mx.entry(wanted) if wanted else mx.default
         ports = {}
         for service, (var, default) in PORTS.items():
             ports[service] = _int_setting(environ, var, default, 1, 65535)
         if len(set(ports.values())) != len(ports):
-            raise UserError(f"host ports must differ: {ports}; set PGJWT_DB_PORT, "
-                            "PGJWT_POOLER_PORT, PGJWT_TOKENS_PORT and PGJWT_REPLICA_PORT to "
-                            "distinct values")
+            raise UserError(f"host ports must differ: {ports}; set "
+                            f"{', '.join(var for var, _ in PORTS.values())} to distinct values")
         project = environ.get("PGJWT_PROJECT", "pg-session-jwt")
         if not project or not all(c.isalnum() or c in "-_" for c in project) \
                 or project != project.lower():
@@ -104,19 +130,26 @@ class Settings:
                    app_password=environ.get("PGJWT_APP_PASSWORD", "app"),
                    pool_size=_int_setting(environ, "PGJWT_POOL_SIZE", 10, 1, 10000),
                    image_repo=environ.get("PGJWT_IMAGE_REPO") or matrix.DEFAULT_REPO,
-                   replica=replica)
+                   replica=replica, ha=ha,
+                   replication_password=environ.get("PGJWT_REPLICATION_PASSWORD", "replicator"))
+
+    @property
+    def profiles(self):
+        """The compose profiles this stack enables."""
+        return [name for name, on in ((REPLICA, self.replica), (HA, self.ha)) if on]
 
     def compose_env(self, base_image=None, all_profiles=False):
-        """The variables compose/docker-compose.yml interpolates, for this stack. The replica's
-        profile is enabled when this stack has one, or for `all_profiles` (so that `down`
-        removes a replica whatever `up` was given)."""
+        """The variables compose/docker-compose.yml interpolates, for this stack. Its profiles
+        are enabled, or all of them for `all_profiles` (so that `down` removes a replica or
+        the HA nodes whatever `up` was given)."""
         env = {
-            "COMPOSE_PROFILES": REPLICA if self.replica or all_profiles else "",
+            "COMPOSE_PROFILES": ",".join([REPLICA, HA] if all_profiles else self.profiles),
             "PGJWT_DATA_VOLUME": self.data_volume,
             "PG_MAJOR": str(self.major),
             "PGJWT_IMAGE_REPO": self.image_repo,
             "PGJWT_POSTGRES_PASSWORD": self.postgres_password,
             "PGJWT_APP_PASSWORD": self.app_password,
+            "PGJWT_REPLICATION_PASSWORD": self.replication_password,
             "PGJWT_POOL_SIZE": str(self.pool_size),
         }
         env.update({var: str(self.ports[service]) for service, (var, _) in PORTS.items()})
@@ -180,29 +213,47 @@ def run_compose(compose, settings, *args, base_image=None, check=True, all_profi
     return result.returncode
 
 
-def helper_builds(compose_doc, base_image):
-    """(tag, context, dockerfile, buildargs) of the helper images, read from the compose file's
-    `build:` sections (the one description of them), with BASE_IMAGE set to `base_image`."""
-    builds = []
-    for name in HELPER_SERVICES:
+def interpolate(text, env):
+    """`text` with each `${VAR:-default}` replaced as compose does (VAR from `env`, else the
+    default); the compose file uses no other form (tests/devtools/test_devstack_logic.py)."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m[1]) or m[2], text)
+
+
+def helper_builds(compose_doc, env, services):
+    """(tag, context, dockerfile, buildargs) of the images of `services` that have a `build:`
+    section, read from the compose file (the one description of them) and interpolated with
+    `env` (compose_env: BASE_IMAGE is the local Debian base, DB_IMAGE this stack's db image);
+    each tag once, as services share images (ha-pooler the pooler's, pg2 and pg3 pg1's)."""
+    builds, seen = [], set()
+    for name in services:
         service = compose_doc["services"][name]
-        spec = service["build"]
-        if set(spec.get("args", {})) != {"BASE_IMAGE"}:
-            raise UserError(f"{COMPOSE_FILE}: service {name}: expected BASE_IMAGE as the only "
-                            "build argument")
-        builds.append((service["image"], (COMPOSE_FILE.parent / spec["context"]).resolve(),
-                       spec.get("dockerfile", "Dockerfile"), {"BASE_IMAGE": base_image}))
+        spec = service.get("build")
+        if spec is None:
+            continue
+        args = spec.get("args", {})
+        if len(args) != 1 or not set(args) <= HELPER_BUILD_ARGS:
+            raise UserError(f"{COMPOSE_FILE}: service {name}: expected one build argument, "
+                            f"{' or '.join(sorted(HELPER_BUILD_ARGS))}, not {sorted(args)}")
+        tag = interpolate(service["image"], env)
+        if tag in seen:
+            continue
+        seen.add(tag)
+        builds.append((tag, (COMPOSE_FILE.parent / spec["context"]).resolve(),
+                       spec.get("dockerfile", "Dockerfile"),
+                       {k: interpolate(v, env) for k, v in args.items()}))
     return builds
 
 
-def build_helpers(client, base_image):
-    """Build the tokens and pooler images with the docker SDK (quick when cached): no
-    dependence on compose's builder, which in v2 needs buildx."""
+def build_helpers(client, settings, base_image):
+    """Build the helper images this stack runs (tokens, pooler; etcd, haproxy and the Patroni
+    node with --ha) with the docker SDK (quick when cached): no dependence on compose's
+    builder, which in v2 needs buildx."""
     import yaml
 
+    env = settings.compose_env(base_image)
     for tag, context, dockerfile, buildargs in helper_builds(
-            yaml.safe_load(COMPOSE_FILE.read_text()), base_image):
-        say(SCOPE, f"building {tag} from {base_image}")
+            yaml.safe_load(COMPOSE_FILE.read_text()), env, settings.services):
+        say(SCOPE, f"building {tag} from {next(iter(buildargs.values()))}")
         built, replaced = docker_build.build(client, context=context, dockerfile=dockerfile, tag=tag,
                                              scope=SCOPE, what=tag, buildargs=buildargs)
         docker_build.tag_and_prune(client, built, [tag], [replaced])
@@ -280,6 +331,81 @@ def wait_healthy(client, settings, timeout=240, poll=1.0):
     raise UserError(f"the stack was not healthy after {timeout}s ({states}); see `make logs`")
 
 
+# --- the Patroni cluster (--ha) -------------------------------------------------------------
+
+def service_container(client, settings, service):
+    """The running container of `service` in this stack, or None."""
+    for container in project_containers(client, settings.project):
+        if container.labels.get("com.docker.compose.service") == service \
+                and container.status == "running":
+            return container
+    return None
+
+
+PATRONICTL_LIST = ["patronictl", "list", "--format", "json"]
+
+
+def patroni_members(client, settings):
+    """`patronictl list` as seen from the first running node: a list of dicts (Member, Role,
+    State, TL, "Lag in MB", ...), or None when no node answers."""
+    for node in HA_NODES:
+        container = service_container(client, settings, node)
+        if container is None:
+            continue
+        result = container.exec_run(PATRONICTL_LIST, user="postgres")
+        if result.exit_code == 0:
+            try:
+                return json.loads(result.output.decode())
+            except ValueError:
+                continue
+    return None
+
+
+# Patroni's names for a running replica's state: 3.0 says `running`, 4.x `streaming`.
+REPLICA_STATES = ("running", "streaming")
+
+
+def cluster_ready(members, nodes=HA_NODES):
+    """Whether `members` shows one leader and every other node of `nodes` replicating with no
+    lag, at least one of them a synchronous standby."""
+    if not members:
+        return False
+    by_name = {m.get("Member"): m for m in members}
+    if set(by_name) != set(nodes):
+        return False
+    leaders = [m for m in members if m.get("Role") == "Leader" and m.get("State") == "running"]
+    replicas = [m for m in members if m.get("Role") != "Leader"]
+    return (len(leaders) == 1
+            and all(m.get("State") in REPLICA_STATES and m.get("Lag in MB") == 0
+                    for m in replicas)
+            and any(m.get("Role") == "Sync Standby" for m in replicas))
+
+
+def leader(members):
+    """The name of the running leader in `members`, or None."""
+    for m in members or ():
+        if m.get("Role") == "Leader" and m.get("State") == "running":
+            return m.get("Member")
+    return None
+
+
+def wait_cluster(client, settings, timeout=180, poll=1.0):
+    """Block until Patroni shows a leader and the other nodes streaming from it, one as the
+    synchronous standby; UserError with what it shows if not."""
+    deadline = time.monotonic() + timeout
+    members = None
+    while time.monotonic() < deadline:
+        members = patroni_members(client, settings)
+        if cluster_ready(members):
+            return members
+        failure = failed_service(project_containers(client, settings.project))
+        if failure:
+            raise failure
+        time.sleep(poll)
+    raise UserError(f"the Patroni cluster was not ready after {timeout}s (patronictl list: "
+                    f"{members}); see `make logs`")
+
+
 def _tail(container, lines=30):
     return container.logs(tail=lines).decode(errors="replace").rstrip()
 
@@ -329,20 +455,42 @@ def demo_commands(settings):
     ]
 
 
-def usage_text(settings, jwk_json, tokens):
-    """What `up` prints once the stack is healthy; every command in it is run by a test."""
+def ha_text(settings, containers):
+    """The HA stack's part of what `up` prints: the nodes and how to watch and fail over."""
+    first = containers.get(HA_NODES[0], f"<the {HA_NODES[0]} container>")
+    return [
+        "",
+        "High availability: three PostgreSQL nodes under Patroni, with etcd. `direct` and",
+        "`pooler` reach the current leader (HAProxy asks each node's Patroni REST API for",
+        "/primary); every node has the same issuer's keys, roles and Row Level Security.",
+        *[f"  {node}:    {settings.url(node)}   ({containers.get(node, node)})"
+          for node in HA_NODES],
+        "The cluster (leader, synchronous standby, replica, lag):",
+        f"  docker exec {first} patronictl list",
+        "Fail over: kill the leader's container; within about 40 s (Patroni's ttl 30 s, loop_wait",
+        "10 s) the synchronous standby is promoted and the pooler reaches it; `docker start` the",
+        "old one and Patroni brings it back as a replica (pg_rewind):",
+        "  docker kill <the leader's container, from patronictl list>",
+    ]
+
+
+def usage_text(settings, jwk_json, tokens, containers=None):
+    """What `up` prints once the stack is healthy; every command in it is run by a test.
+    `containers` names the HA nodes' containers ({node: container name})."""
     commands = demo_commands(settings)
+    leader_note = "   (HAProxy: the Patroni leader)" if settings.ha else ""
     return "\n".join([
         f"pg-session-jwt development stack is up: PostgreSQL {settings.major}, "
         f"compose project {settings.project}.",
         "",
         f"Connection strings (role {APP_USER}: Row Level Security applies to it):",
-        f"  direct: {settings.url('db')}",
+        f"  direct: {settings.url('db')}{leader_note}",
         f"  pooler: {settings.url('pooler')}   (pgbouncer, transaction mode)",
         *([f"  replica: {settings.url(REPLICA)}   (hot standby of db: read-only, same key; "
            "RLS gives the same rows for the same token)"] if settings.replica else []),
         f"  admin:  {settings.url('db', 'postgres', settings.postgres_password)}"
         "   (superuser: bypasses RLS)",
+        *(ha_text(settings, containers or {}) if settings.ha else []),
         "",
         f"Tokens for alice and bob, valid for {TOKEN_TTL // 60} minutes; get more with "
         f"curl '{settings.tokens_url('/token?sub=carol')}'.",
@@ -405,18 +553,24 @@ def up(settings, mx, client, compose, out=sys.stdout, timeout=240):
             raise busy_ports_error(busy)
     ensure_db_image(client, mx, settings.entry, settings.image_repo)
     base = base_image.ensure(client, mx.default.suite, mx.mirror)
-    build_helpers(client, base)
+    build_helpers(client, settings, base)
     say(SCOPE, f"starting compose project {settings.project}")
-    if run_compose(compose, settings, "up", "-d", "--no-build", base_image=base,
-                   check=False) != 0:
+    # The services by name: with --ha, db and pooler (in no profile) stay down.
+    if run_compose(compose, settings, "up", "-d", "--no-build", *settings.services,
+                   base_image=base, check=False) != 0:
         # compose names the dependant that waited in vain; the log of the one that failed
         # says why.
         raise failed_service(project_containers(client, settings.project)) or UserError(
             f"`{' '.join(compose)} up` failed; see its output above, and `make logs`")
     say(SCOPE, "waiting until every service is healthy")
     wait_healthy(client, settings, timeout=timeout)
+    containers = {}
+    if settings.ha:
+        say(SCOPE, "waiting for Patroni: a leader, the other nodes streaming from it")
+        wait_cluster(client, settings, timeout=timeout)
+        containers = {node: service_container(client, settings, node).name for node in HA_NODES}
     text = usage_text(settings, fetch_jwk(settings),
-                      {sub: fetch_token(settings, sub) for sub in ("alice", "bob")})
+                      {sub: fetch_token(settings, sub) for sub in ("alice", "bob")}, containers)
     print(text, file=out, flush=True)
     return text
 
@@ -440,12 +594,15 @@ def main(argv=None):
     parser.add_argument("command", choices=("up", "down", "logs"))
     parser.add_argument("--replica", action="store_true",
                         help="also start `replica`, a hot standby streaming from db (up only)")
+    parser.add_argument("--ha", action="store_true",
+                        help="three PostgreSQL nodes under Patroni with etcd, HAProxy and the "
+                        "pooler in front of the leader, instead of db (up only)")
     parser.add_argument("--pg", metavar="MAJOR", help="Postgres major (default: PG_MAJOR or the "
                         "default in images/versions.yaml)")
     args = parser.parse_args(argv)
     try:
         mx = matrix.load()
-        settings = Settings.from_env(os.environ, mx, args.pg, replica=args.replica)
+        settings = Settings.from_env(os.environ, mx, args.pg, replica=args.replica, ha=args.ha)
         client = connect()  # first, for its plain message when there is no Docker
         if args.command == "up":
             up(settings, mx, client, detect_compose())

@@ -26,7 +26,8 @@ def test_defaults_come_from_the_matrix_and_stay_clear_of_5432():
     s = settings()
     assert s.major == MX.default.major
     assert s.project == "pg-session-jwt"
-    assert s.ports == {"db": 55432, "pooler": 56432, "tokens": 58080, "replica": 55433}
+    assert s.ports == {"db": 55432, "pooler": 56432, "tokens": 58080, "replica": 55433,
+                       "pg1": 55441, "pg2": 55442, "pg3": 55443}
     assert 5432 not in s.ports.values()
     assert s.data_volume == MX.default.volume
 
@@ -88,6 +89,7 @@ def test_compose_file_defaults_match_this_module():
         assert VARIABLES[var] == str(s.ports[service]), var
     assert VARIABLES["PGJWT_APP_PASSWORD"] == s.app_password
     assert VARIABLES["PGJWT_POSTGRES_PASSWORD"] == s.postgres_password
+    assert VARIABLES["PGJWT_REPLICATION_PASSWORD"] == s.replication_password
     assert VARIABLES["PGJWT_POOL_SIZE"] == str(s.pool_size)
     # `latest` is the default major's tag (builder/build.py), so no major is written here
     assert VARIABLES["PG_MAJOR"] == "latest"
@@ -96,17 +98,20 @@ def test_compose_file_defaults_match_this_module():
 
 def test_compose_file_works_for_v1_and_v2():
     assert "version" not in COMPOSE  # compose spec: read by v1.27+ and v2
-    assert set(COMPOSE["services"]) == {*devstack.SERVICES, devstack.REPLICA}
+    assert set(COMPOSE["services"]) == {*devstack.SERVICES, devstack.REPLICA,
+                                        *devstack.HA_SERVICES}
     for name, service in COMPOSE["services"].items():
-        for port in service["ports"]:
+        for port in service.get("ports", []):  # etcd publishes none
             assert port.startswith("127.0.0.1:"), (name, port)
         for dependency in service.get("depends_on", {}).values():
             assert dependency == {"condition": "service_healthy"}
     assert set(COMPOSE["services"]["db"]["depends_on"]) == {"tokens"}
     assert set(COMPOSE["services"]["pooler"]["depends_on"]) == {"db"}
-    for name in devstack.HELPER_SERVICES:
-        assert "healthcheck" in COMPOSE["services"][name]
-        assert COMPOSE["services"][name]["image"].startswith("pg-session-jwt-dev-")
+    for name, service in COMPOSE["services"].items():
+        if "build" in service:
+            assert "-dev-" in service["image"], name
+            # the image's own HEALTHCHECK for the Patroni nodes (FROM the db image)
+            assert "healthcheck" in service or "DB_IMAGE" in service["build"]["args"], name
 
 
 def test_db_fetches_the_keys_the_tokens_service_publishes():
@@ -270,8 +275,14 @@ def test_main_reports_bad_settings_on_one_line(monkeypatch, capsys):
     assert err.startswith("error: PGJWT_DB_PORT='nope'") and err.count("\n") == 1
 
 
+def test_interpolate_reads_variables_with_their_defaults():
+    assert devstack.interpolate("${A:-x}:${B:-y}", {"A": "1"}) == "1:y"
+    assert devstack.interpolate("${A:-x}", {"A": ""}) == "x"  # compose: `:-` also for empty
+
+
 def test_helper_builds_come_from_the_compose_file():
-    builds = devstack.helper_builds(COMPOSE, "pg-session-jwt-base:trixie")
+    env = settings().compose_env(base_image="pg-session-jwt-base:trixie")
+    builds = devstack.helper_builds(COMPOSE, env, settings().services)
     assert [b[0] for b in builds] == ["pg-session-jwt-dev-tokens:latest",
                                       "pg-session-jwt-dev-pooler:latest"]
     for _, context, dockerfile, args in builds:
@@ -281,11 +292,23 @@ def test_helper_builds_come_from_the_compose_file():
     assert builds[0][1] == matrix.ROOT
 
 
+def test_ha_helper_builds_put_patroni_on_this_stacks_db_image_once():
+    ha = devstack.Settings.from_env({"PG_MAJOR": "15", "PGJWT_IMAGE_REPO": "mine"}, MX, ha=True)
+    builds = devstack.helper_builds(COMPOSE, ha.compose_env(base_image="base"), ha.services)
+    tags = [b[0] for b in builds]
+    assert tags == ["pg-session-jwt-dev-tokens:latest", "pg-session-jwt-dev-etcd:latest",
+                    "mine-dev-patroni:15", "pg-session-jwt-dev-haproxy:latest",
+                    "pg-session-jwt-dev-pooler:latest"]
+    patroni = builds[2]
+    assert patroni[3] == {"DB_IMAGE": "mine:15"}
+    assert patroni[1] == matrix.ROOT / "deploy" / "patroni"  # what users take, not a copy
+
+
 def test_helper_builds_refuse_unexpected_build_arguments():
     doc = yaml.safe_load(COMPOSE_TEXT)
     doc["services"]["pooler"]["build"]["args"]["EXTRA"] = "x"
-    with pytest.raises(UserError, match="pooler: expected BASE_IMAGE"):
-        devstack.helper_builds(doc, "base")
+    with pytest.raises(UserError, match="pooler: expected one build argument"):
+        devstack.helper_builds(doc, {}, ["pooler"])
 
 
 # --- the replica ------------------------------------------------------------------------------
@@ -296,7 +319,7 @@ def test_replica_is_a_profile_that_up_enables_and_down_always_removes():
     assert all(devstack.REPLICA not in s.get("profiles", []) for n, s in COMPOSE["services"].items()
                if n != devstack.REPLICA)
     assert settings().compose_env()["COMPOSE_PROFILES"] == ""
-    assert settings().compose_env(all_profiles=True)["COMPOSE_PROFILES"] == devstack.REPLICA
+    assert settings().compose_env(all_profiles=True)["COMPOSE_PROFILES"] == "replica,ha"
     with_replica = devstack.Settings.from_env({}, MX, replica=True)
     assert with_replica.compose_env()["COMPOSE_PROFILES"] == devstack.REPLICA
     assert with_replica.services == (*devstack.SERVICES, devstack.REPLICA)
@@ -327,3 +350,112 @@ def test_printed_text_names_the_replica_only_when_it_runs():
     with_replica = devstack.Settings.from_env({"PGJWT_REPLICA_PORT": "6001"}, MX, replica=True)
     text = devstack.usage_text(with_replica, "{}", tokens)
     assert "  replica: postgresql://app:app@127.0.0.1:6001/demo" in text
+
+
+# --- the HA profile (Patroni) ------------------------------------------------------------------
+
+HA_SETTINGS = devstack.Settings.from_env({}, MX, ha=True)
+
+
+def test_ha_runs_patroni_nodes_instead_of_db_and_takes_its_ports():
+    s = HA_SETTINGS
+    assert s.services == devstack.HA_SERVICES
+    assert "db" not in s.services and "pooler" not in s.services
+    assert s.compose_env()["COMPOSE_PROFILES"] == devstack.HA
+    # haproxy (the leader) publishes db's port, ha-pooler the pooler's: the same URLs
+    assert set(s.active_ports) == {"db", "pooler", "tokens", *devstack.HA_NODES}
+    for name, publisher in devstack.HA_PUBLISHERS.items():
+        ports = COMPOSE["services"][publisher]["ports"]
+        assert ports == [f"127.0.0.1:${{{devstack.PORTS[name][0]}:-{s.ports[name]}}}:"
+                         f"{ports[0].rsplit(':', 1)[1]}"]
+    for node in devstack.HA_NODES:
+        assert COMPOSE["services"][node]["ports"] == [
+            f"127.0.0.1:${{{devstack.PORTS[node][0]}:-{s.ports[node]}}}:5432"]
+    assert set(settings().active_ports) == {"db", "pooler", "tokens"}
+
+
+def test_ha_and_replica_together_is_refused():
+    with pytest.raises(UserError, match="REPLICA=1.*HA=1"):
+        devstack.Settings.from_env({}, MX, replica=True, ha=True)
+
+
+def test_ha_services_are_in_the_ha_profile_only():
+    profiles = {name: s.get("profiles") for name, s in COMPOSE["services"].items()}
+    assert profiles == {**{n: None for n in devstack.SERVICES}, devstack.REPLICA: ["replica"],
+                        **{n: [devstack.HA] for n in devstack.HA_SERVICES if n != "tokens"}}
+
+
+def test_ha_nodes_share_db_identity_setup_and_keep_their_own_data():
+    db = COMPOSE["services"]["db"]
+    identity = {k: v for k, v in db["environment"].items() if k.startswith("PG_SESSION_JWT_")}
+    assert identity["PG_SESSION_JWT_JWKS_URL"] == devstack.JWKS_URL
+    volumes = set()
+    for node in devstack.HA_NODES:
+        service = COMPOSE["services"][node]
+        env = service["environment"]
+        assert {k: v for k, v in env.items() if k.startswith("PG_SESSION_JWT_")} == identity
+        assert env["POSTGRES_DB"] == db["environment"]["POSTGRES_DB"] == devstack.DB_NAME
+        assert env["APP_PASSWORD"] == db["environment"]["APP_PASSWORD"]
+        assert service["hostname"] == node  # PATRONI_NAME and the addresses default to it
+        assert "PATRONI_NAME" not in env
+        data = [v for v in service["volumes"] if v.startswith(f"{node}-data:")]
+        assert len(data) == 1 and data[0].endswith("${PGJWT_DATA_VOLUME:-/var/lib/postgresql/data}")
+        volumes.update(service["volumes"])
+        # the demo schema, not db's pg_hba edit (Patroni writes pg_hba.conf)
+        assert any("10-demo-schema.sh" in v for v in service["volumes"])
+        assert not any("20-replication.sh" in v or v.startswith("./initdb:")
+                       for v in service["volumes"])
+        assert set(service["depends_on"]) == {"tokens", "etcd"}
+    assert len([v for v in volumes if "-data:" in v]) == len(devstack.HA_NODES)
+
+
+def test_haproxy_routes_to_each_node_by_patronis_primary_check():
+    cfg = (matrix.ROOT / "compose" / "ha" / "haproxy" / "haproxy.cfg").read_text()
+    assert re.findall(r"^\s+server (\w+) (\w+):5432$", cfg, re.M) == [
+        (n, n) for n in devstack.HA_NODES]
+    assert "uri /primary" in cfg and "check port 8008" in cfg
+    assert "on-marked-down shutdown-sessions" in cfg
+    pooler = COMPOSE["services"][devstack.HA_POOLER]
+    assert pooler["environment"]["DB_HOST"] == "haproxy"
+    assert pooler["image"] == COMPOSE["services"]["pooler"]["image"]
+
+
+def member(name, role, state="streaming", lag=0):
+    m = {"Member": name, "Role": role, "State": state, "TL": 1}
+    if role != "Leader":
+        m["Lag in MB"] = lag
+    return m
+
+
+@pytest.mark.parametrize("members,ready", [
+    ([member("pg1", "Leader", "running"), member("pg2", "Sync Standby"),
+      member("pg3", "Replica")], True),
+    # Patroni 3.0 calls a streaming replica `running`
+    ([member("pg1", "Replica", "running"), member("pg2", "Leader", "running"),
+      member("pg3", "Sync Standby", "running")], True),
+    ([member("pg1", "Leader", "running"), member("pg2", "Replica"),
+      member("pg3", "Replica")], False),                       # no synchronous standby yet
+    ([member("pg1", "Leader", "running"), member("pg2", "Sync Standby")], False),  # pg3 missing
+    ([member("pg1", "Leader", "running"), member("pg2", "Sync Standby"),
+      member("pg3", "Replica", "creating replica", None)], False),
+    ([member("pg1", "Leader", "running"), member("pg2", "Sync Standby", lag=3),
+      member("pg3", "Replica")], False),
+    ([member("pg1", "Replica"), member("pg2", "Sync Standby"), member("pg3", "Replica")], False),
+    (None, False),
+])
+def test_cluster_ready_needs_a_leader_and_every_replica_streaming(members, ready):
+    assert devstack.cluster_ready(members) is ready
+    assert devstack.leader(members) == (next((m["Member"] for m in members or ()
+                                              if m["Role"] == "Leader"), None))
+
+
+def test_printed_text_of_the_ha_stack_names_nodes_and_patronictl():
+    tokens = {"alice": "a.b.c", "bob": "d.e.f"}
+    containers = {n: f"proj-{n}-1" for n in devstack.HA_NODES}
+    text = devstack.usage_text(HA_SETTINGS, "{}", tokens, containers)
+    assert "  direct: postgresql://app:app@127.0.0.1:55432/demo   (HAProxy: the Patroni leader)" \
+        in text
+    for node, port in (("pg1", 55441), ("pg2", 55442), ("pg3", 55443)):
+        assert f"  {node}:    postgresql://app:app@127.0.0.1:{port}/demo   (proj-{node}-1)" in text
+    assert "  docker exec proj-pg1-1 patronictl list" in text
+    assert "patronictl" not in devstack.usage_text(settings(), "{}", tokens)

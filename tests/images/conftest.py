@@ -29,8 +29,8 @@ def pooler_image(docker_client):
     from devtools import devstack
 
     mx = matrix.load()
-    devstack.build_helpers(docker_client, base_image.ensure(docker_client, mx.default.suite,
-                                                            mx.mirror))
+    devstack.build_helpers(docker_client, devstack.Settings.from_env({}, mx),
+                           base_image.ensure(docker_client, mx.default.suite, mx.mirror))
     return yaml.safe_load(devstack.COMPOSE_FILE.read_text())["services"]["pooler"]["image"]
 
 

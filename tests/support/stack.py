@@ -42,15 +42,17 @@ class Stack:
 
 
 @contextmanager
-def running_stack(pg_major, image, docker_client, request, replica=False):
-    """A started dev stack of `image` (a Stack), removed on exit; `replica` adds the standby."""
-    db_port, pooler_port, tokens_port, replica_port = free_ports(4)
+def running_stack(pg_major, image, docker_client, request, replica=False, ha=False,
+                  pool_size=1):
+    """A started dev stack of `image` (a Stack), removed on exit; `replica` adds the standby,
+    `ha` makes it the Patroni stack."""
+    ports = dict(zip((var for var, _ in devstack.PORTS.values()),
+                     map(str, free_ports(len(devstack.PORTS))), strict=True))
     env = {"PG_MAJOR": str(pg_major), "PGJWT_PROJECT": f"pgjwt-test-{uuid.uuid4().hex[:10]}",
-           "PGJWT_DB_PORT": str(db_port), "PGJWT_POOLER_PORT": str(pooler_port),
-           "PGJWT_TOKENS_PORT": str(tokens_port), "PGJWT_REPLICA_PORT": str(replica_port),
-           "PGJWT_POOL_SIZE": "1", "PGJWT_IMAGE_REPO": image.rpartition(":")[0]}
+           **ports, "PGJWT_POOL_SIZE": str(pool_size),
+           "PGJWT_IMAGE_REPO": image.rpartition(":")[0]}
     mx = matrix.load()
-    settings = devstack.Settings.from_env(env, mx, replica=replica)
+    settings = devstack.Settings.from_env(env, mx, replica=replica, ha=ha)
     compose = devstack.detect_compose()
     failed_before = request.session.testsfailed
     started = False
