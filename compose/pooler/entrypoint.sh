@@ -40,6 +40,11 @@ default_pool_size = $POOL_SIZE
 max_client_conn = 200
 ; JDBC and others send it; it changes nothing that matters here.
 ignore_startup_parameters = extra_float_digits
+; Named prepared statements of the protocol (asyncpg's for every query, psycopg 3's past
+; prepare_threshold, JDBC's) are tracked per client and re-prepared on whichever server
+; connection serves it: pgbouncer 1.21 or later (this image: Debian's of the base suite).
+; 0, the default before 1.24, breaks such clients in transaction mode.
+max_prepared_statements = 200
 INI
 
 exec pgbouncer "$conf_dir/pgbouncer.ini"
