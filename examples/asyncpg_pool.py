@@ -6,9 +6,11 @@
 
 asyncpg always binds on the server (`$1`) and prepares every statement under a name it
 caches per connection. Through pgbouncer in transaction mode that needs pgbouncer 1.21 or
-later with `max_prepared_statements` above 0 (the dev stack's pooler: Debian's pgbouncer,
-`max_prepared_statements = 200`); pgbouncer then re-prepares a client's statements on
-whichever server connection serves its transaction. With an older pgbouncer, pass
+later with `max_prepared_statements` above 0 (the dev stack's pooler: Debian's pgbouncer
+1.24, `max_prepared_statements = 200`); pgbouncer then re-prepares a client's statements on
+whichever server connection serves its transaction. (asyncpg's names are unique per
+process, so with a single server connection it seems to work without; with several, a
+statement prepared on one is missing on the next.) With an older pgbouncer, pass
 `statement_cache_size=0` (asyncpg still prepares, but unnamed).
 
 Prints what each request saw as JSON; exits non-zero if one user saw another's rows.

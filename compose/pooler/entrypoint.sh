@@ -42,8 +42,9 @@ max_client_conn = 200
 ignore_startup_parameters = extra_float_digits
 ; Named prepared statements of the protocol (asyncpg's for every query, psycopg 3's past
 ; prepare_threshold, JDBC's) are tracked per client and re-prepared on whichever server
-; connection serves it: pgbouncer 1.21 or later (this image: Debian's of the base suite).
-; 0, the default before 1.24, breaks such clients in transaction mode.
+; connection serves it: pgbouncer 1.21 or later (this image: Debian's of the base suite,
+; 1.24 in trixie). With 0 (no tracking), psycopg 3 past prepare_threshold fails with
+; 'prepared statement "_pg3_0" already exists' once two clients share a server connection.
 max_prepared_statements = 200
 INI
 
