@@ -66,6 +66,21 @@ def sync_request(factory, token, add=None):
         current_token.reset(reset)
 
 
+def sync_two_transactions(factory, token):
+    """One Session, two transactions (a commit between): the hook runs at each start, so
+    the second has the identity too (the first's ended at its COMMIT)."""
+    reset = current_token.set(token)
+    try:
+        with factory() as session:
+            first = session.scalar(select(text("auth.user_id()")))
+            session.commit()
+            second = session.scalar(select(text("auth.user_id()")))
+            session.commit()
+            return [first, second]
+    finally:
+        current_token.reset(reset)
+
+
 async def async_request(factory, token, add=None):
     reset = current_token.set(token)
     try:
@@ -86,6 +101,7 @@ def sync_part(url, alice, bob):
     try:
         out = {"sync_alice": sync_request(factory, alice, add="SQLAlchemy recipe"),
                "sync_bob": sync_request(factory, bob, add="SQLAlchemy recipe"),
+               "sync_alice_two_transactions": sync_two_transactions(factory, alice),
                # The same pooled connection, the next request: no identity left on it.
                "sync_anonymous": sync_request(factory, None)}
     finally:
@@ -116,6 +132,7 @@ def main():
     apart = all(out[f"{mode}_alice"] == [["alice"], "alice"]
                 and out[f"{mode}_bob"] == [["bob"], "bob"]
                 and out[f"{mode}_anonymous"] == [[], None] for mode in ("sync", "async"))
+    apart = apart and out["sync_alice_two_transactions"] == ["alice", "alice"]
     raise SystemExit(0 if apart else "rows were not kept apart")
 
 
