@@ -80,7 +80,7 @@ logs: venv  ## follow the development stack's logs
 
 .PHONY: lint
 lint: venv  ## ruff on the Python, bash -n on the shell scripts
-	$(PY) -m ruff check runtime builder devtools bench tests extension
+	$(PY) -m ruff check runtime builder devtools bench tests extension examples
 	for f in images/*.sh compose/*/*.sh deploy/*/*.sh bench/*/*.sh .ci/run; do bash -n "$$f" || exit 1; done
 
 .PHONY: clean

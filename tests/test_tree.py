@@ -9,7 +9,8 @@ from builder.matrix import ROOT
 TESTS = ROOT / "tests"
 # Where each test folder's code lives; support/ is the tests' own shared code.
 MIRRORED = {"extension": "extension", "images": "images", "runtime": "runtime", "builder": "builder",
-            "devtools": "devtools", "bench": "bench", "deploy": "deploy", "support": None}
+            "devtools": "devtools", "bench": "bench", "deploy": "deploy", "examples": "examples",
+            "support": None}
 
 
 def test_test_folders_mirror_the_source_folders():

@@ -48,6 +48,12 @@ ignore_startup_parameters = extra_float_digits
 ; (and ends any session-level pg_session_jwt session, which app may not start anyway).
 server_reset_query = DISCARD ALL
 server_reset_query_always = 1
+; Named prepared statements of the protocol (asyncpg's for every query, psycopg 3's past
+; prepare_threshold, JDBC's) are tracked per client and re-prepared on whichever server
+; connection serves it: pgbouncer 1.21 or later (this image: Debian's of the base suite,
+; 1.24 in trixie). With 0 (no tracking), psycopg 3 past prepare_threshold fails with
+; 'prepared statement "_pg3_0" already exists' once two clients share a server connection.
+max_prepared_statements = 200
 INI
 
 exec pgbouncer "$conf_dir/pgbouncer.ini"

@@ -157,6 +157,38 @@ def _transaction_clock():
 _keep_alive = []
 
 
+# PostgreSQL's TimestampTz counts microseconds from 2000-01-01 UTC.
+POSTGRES_EPOCH = 946_684_800
+
+
+def statement_start():
+    """The Unix time at which the current client statement began (what
+    statement_timestamp() returns), read with the server's
+    GetCurrentStatementStartTimestamp(), which cannot fail. Asked only once a session has
+    expired, so a ctypes call is no cost on the getters' path. Outside a server (unit
+    tests): None (the statement counts as starting now)."""
+    global _statement_clock
+    if _statement_clock is None:
+        import ctypes
+
+        function = getattr(ctypes.CDLL(None), "GetCurrentStatementStartTimestamp", None)
+        if function is None:
+            _statement_clock = _no_statement
+        else:
+            function.restype = ctypes.c_int64
+            function.argtypes = []
+            _statement_clock = function
+    value = _statement_clock()
+    return None if value is None else value / 1_000_000 + POSTGRES_EPOCH
+
+
+def _no_statement():
+    return None
+
+
+_statement_clock = None
+
+
 def _error(plpy, exc):
     plpy.error(exc.message, sqlstate=exc.sqlstate)
 
@@ -199,7 +231,11 @@ def _lookup(plpy, jwt, request_claims):
     if current is not None and jwt == current.key and (
             current.xact is None or current.xact == transaction_stamp()):
         session = current.session
-        session.check_expiry(time())
+        try:
+            session.check_expiry(time(), statement_start)
+        except JwtError as exc:
+            state.refused(exc, session.token)
+            raise
         return session
     if request_claims is UNREAD:
         # request.jwt.claims counts only where no key is configured: once the settings are
@@ -209,7 +245,8 @@ def _lookup(plpy, jwt, request_claims):
     if not jwt and not request_claims:
         return None
     capture(plpy)
-    return state.lookup(jwt, request_claims, time(), transaction_stamp, plpy.log)
+    return state.lookup(jwt, request_claims, time(), transaction_stamp, plpy.log,
+                        statement_start)
 
 
 def _find(plpy, jwt, request_claims):
@@ -304,6 +341,28 @@ def organization(plpy, jwt, request_claims=UNREAD):
     """auth.organization(): the `o` claim when it is an object, else NULL."""
     found = _find(plpy, jwt, request_claims)
     return None if found is None else found.organization
+
+
+def _text_getter(plpy, jwt, request_claims, attribute):
+    found = _find(plpy, jwt, request_claims)
+    if found is None:
+        return None
+    value = getattr(found, attribute)
+    if isinstance(value, JwtError):
+        _error(plpy, value)
+    return value
+
+
+def role(plpy, jwt, request_claims=UNREAD):
+    """auth.role() (as Supabase's): the `role` claim, NULL without a session; 42804 when a
+    verified `role` is not text."""
+    return _text_getter(plpy, jwt, request_claims, "role")
+
+
+def email(plpy, jwt, request_claims=UNREAD):
+    """auth.email() (as Supabase's): the `email` claim, NULL without a session; 42804 when
+    a verified `email` is not text."""
+    return _text_getter(plpy, jwt, request_claims, "email")
 
 
 def organization_id(plpy, jwt, request_claims=UNREAD):

@@ -23,7 +23,7 @@ connections too.
 
 import os
 
-from . import cache, keys, token
+from . import cache, keys, refusals, token
 from . import claims as claim_checks
 from .encoding import json_dumps, json_loads
 from .errors import (
@@ -146,7 +146,7 @@ class Session:
     """The claims of one session and what each getter returns for them."""
 
     __slots__ = ("token", "claims_json", "sub", "uid", "organization", "organization_id",
-                 "expires")
+                 "role", "email", "expires")
 
     def __init__(self, token_text, claims, claims_json, expires, verified):
         self.token = token_text
@@ -162,6 +162,9 @@ class Session:
                 sub = None
         self.sub = sub
         self.uid = _uuid(sub)
+        # Supabase's auth.role() and auth.email(): the same rules as sub.
+        self.role = _text_claim(claims.get("role"), verified, "role")
+        self.email = _text_claim(claims.get("email"), verified, "email")
         org = claims.get("o")
         if isinstance(org, dict):
             self.organization = json_dumps(org)
@@ -169,9 +172,24 @@ class Session:
         else:
             self.organization = self.organization_id = None
 
-    def check_expiry(self, now):
+    def check_expiry(self, now, started=None):
+        """Refuse the session once it has expired; `started` (a callable, asked only then)
+        gives the time the current statement began: a statement that began while the
+        session was valid keeps it to its end (the getters are STABLE: one identity per
+        statement, not a failure at row N), the next statement is refused."""
         if self.expires is not None and self.expires < now:
+            begun = None if started is None else started()
+            if begun is not None and begun <= self.expires:
+                return
             raise JwtError(CHECK_VIOLATION, "Token used after it has expired")
+
+
+def _text_claim(value, verified, name):
+    """A getter's value of a claim that must be text: the string, None when absent, or
+    (verified claims only) the JwtError the getter raises, as user_id() does for sub."""
+    if isinstance(value, str) or value is None:
+        return value
+    return JwtError(DATATYPE_MISMATCH, f"invalid {name} claim in the JWT") if verified else None
 
 
 class Entry:
@@ -260,9 +278,25 @@ class Backend:
             self._source = jwks.Source(self._jwks, log=self.log)
         return self._source.current(now)
 
+    def refused(self, exc, token=None):
+        """Write refusal `exc` (of `token`, when there is one) to the log if log_refusals
+        was on at connection start; once per refusal, however many callers see it."""
+        if getattr(exc, "logged", False) or self.settings is None:
+            return
+        exc.logged = True
+        if self.settings.log_refusals and self.log is not None:
+            self.log(refusals.line(exc, token, self.settings.max_token_bytes))
+
     def verify(self, jwt, now, audit=None):
         """The session of token `jwt`, verified unless it is the last verified one (under the
         same key set) or, with require_jti off, in the cache; `audit` gets a log line."""
+        try:
+            return self._verify(jwt, now, audit)
+        except JwtError as exc:
+            self.refused(exc, jwt)
+            raise
+
+    def _verify(self, jwt, now, audit):
         settings = self.settings
         keyset = self.keys(now)
         verified = self._verified
@@ -301,7 +335,9 @@ class Backend:
         """jwt_session_init: verify `jwt` and return a new handle for the setting, bound to
         the current transaction when `local`."""
         if not local and self.settings.session_scope == "transaction":
-            raise JwtError(INSUFFICIENT_PRIVILEGE, SESSION_SCOPE_REFUSED)
+            exc = JwtError(INSUFFICIENT_PRIVILEGE, SESSION_SCOPE_REFUSED)
+            self.refused(exc, jwt)
+            raise exc
         session = self.verify(jwt, now, audit)
         if local:
             stamp = xact()
@@ -325,9 +361,21 @@ class Backend:
         self._random_at = at + HANDLE_BYTES
         return HANDLE_PREFIX + self._random[at:at + HANDLE_BYTES].hex()
 
-    def lookup(self, jwt, request_claims, now, xact, audit=None):
+    def lookup(self, jwt, request_claims, now, xact, audit=None, started=None):
         """The session the getters see: the handle's or the verified token's with a key,
-        else (only when trusted at connection start) request.jwt.claims."""
+        else (only when trusted at connection start) request.jwt.claims. `started`: see
+        Session.check_expiry."""
+        try:
+            return self._lookup(jwt, request_claims, now, xact, audit, started)
+        except JwtError as exc:
+            entry = self._local_handles.get(jwt) or self._session_handles.get(jwt)
+            if entry is not None:
+                self.refused(exc, entry.session.token)
+            else:
+                self.refused(exc, None if not jwt or jwt.startswith(HANDLE_PREFIX) else jwt)
+            raise
+
+    def _lookup(self, jwt, request_claims, now, xact, audit, started):
         if self.has_key_source():
             if not jwt:
                 return None
@@ -346,7 +394,7 @@ class Backend:
                 entry = Entry(jwt, self.verify(jwt, now, audit), xact())
             elif entry.xact is not None and entry.xact != xact():
                 raise JwtError(CHECK_VIOLATION, STALE_HANDLE)
-            entry.session.check_expiry(now)
+            entry.session.check_expiry(now, started)
             self.current = entry
             return entry.session
         if self.settings.trust_request_claims:

@@ -52,6 +52,8 @@ SETTINGS = (
             "tokens need an integer jti, strictly increasing per server connection"),
     Setting("audit_log", "bool", False, True,
             "one LOG line per verified token with sub and aud (never the token)"),
+    Setting("log_refusals", "bool", False, True,
+            "one LOG line per refused token with a reason code, kid and iss (never the token)"),
     Setting("max_token_bytes", "int", 16384, True, "longer tokens are refused before parsing",
             unit="bytes"),
     Setting("trust_request_claims", "bool", False, True,
