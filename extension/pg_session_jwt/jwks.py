@@ -741,8 +741,9 @@ def issuers_from_env(env):
     return parse_issuers(value, env, ISSUERS_VARIABLE)
 
 
-def parse_issuers(value, env, where):
-    """[Issuer] of the list `value` (from the variable or the YAML, named `where`)."""
+def parse_issuers(value, env, where, where_of=None):
+    """[Issuer] of the list `value` (from the variable or the YAML, named `where`; entry i
+    named `where_of(i)`, by default where[i])."""
     def refuse(message):
         raise JwtError(INVALID_PARAMETER_VALUE, f"{where}: {message}")
 
@@ -754,7 +755,7 @@ def parse_issuers(value, env, where):
     defaults = _defaults(env)
     out, seen = [], {}
     for i, entry in enumerate(value):
-        issuer = _issuer_entry(entry, f"{where}[{i}]", defaults)
+        issuer = _issuer_entry(entry, where_of(i) if where_of else f"{where}[{i}]", defaults)
         if issuer.issuer in seen:
             refuse(f"entries {seen[issuer.issuer]} and {i} have the same issuer "
                    f"{issuer.issuer!r}: give each issuer once (an issuer with several "
