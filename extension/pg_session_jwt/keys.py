@@ -110,8 +110,11 @@ class KeySet:
             if skipped_kid == kid:
                 raise JwtError(CHECK_VIOLATION, f"JWT 'kid'{shown} {reason}: {self.label} "
                                "holds it but skips it, as it cannot verify a token")
+        hint = ("was the key rotated without updating the setting?" if self.label == LABEL
+                else "the issuer does not publish it; its set is fetched again at most once "
+                "per refresh interval")
         raise UnknownKid(CHECK_VIOLATION, f"JWT 'kid'{shown} matches no key in {self.label} "
-                         "(unknown key: was the key rotated without updating the setting?)")
+                         f"(unknown key: {hint})")
 
 
 def _name(kid):

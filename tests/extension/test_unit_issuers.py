@@ -239,3 +239,26 @@ def test_the_issuer_picks_the_keys_before_anything_else(tmp_path, served):
     with pytest.raises(keys.UnknownKid):
         backend.verify(mint(generate_key("EdDSA", kid="other"), sub="x",
                             claims={"iss": "https://a.example"}), time.time())
+
+
+def test_any_issuers_value_gives_issuers_or_a_clean_refusal():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12),
+                        st.sampled_from([URL, "http://id/x", "aud", "sub", "https://i"]))
+    fields = st.sampled_from(list(jwks.ISSUER_FIELDS) + ["other"])
+    values = st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(fields, inner, max_size=5)), max_leaves=12)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(values, st.lists(st.dictionaries(fields, values, max_size=6), max_size=3)))
+    def check(value):
+        try:
+            out = jwks.parse_issuers(value, {}, jwks.ISSUERS_VARIABLE)
+        except JwtError as exc:
+            assert exc.sqlstate == "22023" and exc.message.startswith(jwks.ISSUERS_VARIABLE)
+            return
+        assert out and all(isinstance(issuer.issuer, str) for issuer in out)
+
+    check()
