@@ -377,8 +377,10 @@ class Backend:
         except JwtError as exc:
             kid = parsed[2]
             shown = repr(kid) if isinstance(kid, str) and len(kid) <= 64 else "(none)"
-            raise type(exc)(exc.sqlstate, f"{exc.message} [issuer {issuer.issuer!r}, kid "
-                            f"{shown}]") from None
+            # The same exception, its message extended: whatever else it carries stays.
+            exc.message = f"{exc.message} [issuer {issuer.issuer!r}, kid {shown}]"
+            exc.args = (exc.message,)
+            raise
         session = Session(jwt, claims, text, expires, True, issuer)
         if jti is not None:
             self.last_jti = jti
