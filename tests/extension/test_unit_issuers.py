@@ -262,3 +262,34 @@ def test_any_issuers_value_gives_issuers_or_a_clean_refusal():
         assert out and all(isinstance(issuer.issuer, str) for issuer in out)
 
     check()
+
+
+def test_any_token_is_verified_or_refused_with_a_jwt_error(tmp_path, served):
+    """The payload is parsed before the signature is checked (its iss picks the keys):
+    whatever it holds ends in a clean refusal."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tests.support.jws import b64
+
+    key = generate_key("EdDSA", kid="k")
+    backend = backend_for(tmp_path, [{"issuer": "https://a.example", "jwk": public_jwk(key),
+                                      "audience": "db"}], served, Clock())
+    header = b64(json.dumps({"alg": "EdDSA", "kid": "k"}))
+    genuine = mint(key, sub="x", claims={"iss": "https://a.example", "aud": "db"}).split(".")
+    payloads = st.one_of(st.binary(max_size=40), st.recursive(
+        st.one_of(st.none(), st.integers(), st.text(max_size=10),
+                  st.just("https://a.example")),
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(
+            st.sampled_from(["iss", "aud", "sub", "exp", "nbf"]), inner, max_size=5)),
+        max_leaves=10).map(lambda v: json.dumps(v).encode()))
+
+    @settings(max_examples=300, deadline=None)
+    @given(payloads, st.sampled_from([genuine[2], "", "AAAA", b64(b"x" * 64)]))
+    def check(payload, signature):
+        try:
+            backend.verify(f"{header}.{b64(payload)}.{signature}", time.time())
+        except JwtError as exc:
+            assert exc.sqlstate in ("42804", "23514", "54000"), exc.message
+
+    check()
