@@ -1,4 +1,5 @@
-"""The identity provider's key set from PG_SESSION_JWT_JWKS_URL, shared by every backend.
+"""Identity providers' key sets (PG_SESSION_JWT_JWKS_URL, or each issuer of
+PG_SESSION_JWT_ISSUERS), shared by every backend.
 
 Where fetching runs, and why: PL/Python cannot start a background worker and the image's
 PID 1 is postgres itself, so there is no process that could poll the issuer. Instead
@@ -26,6 +27,12 @@ client sends — startup packet, SET, role settings — reaches `os.environ`):
   PG_SESSION_JWT_JWKS_ALLOW_HTTP   on: allow an http:// URL (development stacks only)
   PG_SESSION_JWT_JWKS_SECRET       the key that authenticates the cache file (the entrypoint
                                    sets it; an operator without the entrypoint may)
+  PG_SESSION_JWT_ISSUERS           several issuers, a JSON array of entries (`Issuer`): each
+                                   its exact `iss`, its jwks_url or static jwk, its audience
+                                   and the claims that carry the audience and the user; the
+                                   variables above are the defaults of its URL's settings.
+                                   Each issuer's set has its own cache and lock files, so
+                                   one issuer's failures and rate limit never touch another.
 
 Why the cache file is authenticated: the run directory and the file belong to the server's
 user, and so does every file a role with pg_write_server_files writes with COPY TO. Owner
@@ -34,7 +41,9 @@ key set would let that role sign tokens for anyone. With a secret in the postmas
 environment (out of reach of COPY TO), the file carries an HMAC-SHA256 of its document
 under that secret and a backend takes no document without a valid one. Without a secret
 (an operator that runs the image without its entrypoint and sets none) the file is
-trusted by owner and mode alone, as before.
+trusted by owner and mode alone, as before. The lock file's content (the last attempt's
+time and error) is authenticated the same way, and any content of either file that is not
+exactly what the server writes counts as absent (see `Source`).
 
 Bounds: a document lives for the response's Cache-Control max-age (or Expires), at
 least REFRESH_MIN and at most MAX_AGE (24 h); DEFAULT_MAX_AGE when the response says
