@@ -249,7 +249,9 @@ def yaml_issuers(path, env):
         return f"{path}:{lines[i] if i < len(lines) else '?'}: issuers[{i}]"
 
     try:
-        jwks.parse_issuers(value, env, at, where)
+        for issuer in jwks.parse_issuers(value, env, at, where):
+            if issuer.jwk is not None:
+                note_skipped(f"{path}: issuer {issuer.issuer!r}", keys.parse(issuer.jwk))
     except JwtError as exc:
         raise UserError(exc.message) from None
     return value
