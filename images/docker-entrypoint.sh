@@ -144,22 +144,28 @@ docker_verify_data_major() {
 }
 
 # Check PG_SESSION_JWT_* and the settings YAML and write $RUNTIME_CONF (at every start).
+# The YAML's `issuers:` reach the server as PG_SESSION_JWT_ISSUERS, in its environment only
+# (backends take their issuers from nowhere a role could write).
 docker_write_runtime_config() {
 	mkdir -p "$RUNTIME_DIR"
-	if ! PYTHONPATH=$PG_SESSION_JWT_HOME python3 -m runtime.config \
-		--major "$PG_MAJOR" --out "$RUNTIME_CONF"; then
+	local issuers
+	if ! issuers=$(PYTHONPATH=$PG_SESSION_JWT_HOME python3 -m runtime.config \
+		--major "$PG_MAJOR" --out "$RUNTIME_CONF" --print-issuers); then
 		pg_error "start refused; nothing in $PGDATA was changed"
 		exit 1
 	fi
+	if [ -n "$issuers" ]; then
+		export PG_SESSION_JWT_ISSUERS=$issuers
+	fi
 }
 
-# The identity provider's key set (PG_SESSION_JWT_JWKS_URL), fetched as the server's user
+# The identity provider's key set (PG_SESSION_JWT_JWKS_URL, or each of PG_SESSION_JWT_ISSUERS), fetched as the server's user
 # before the server starts, so that the first connection is served; backends keep the same
 # file fresh afterwards (extension/pg_session_jwt/jwks.py). An unreachable issuer starts the
 # server without keys (tokens refused until a backend's fetch succeeds); a wrong URL, CA or
 # document refuses the start.
 docker_fetch_jwks() {
-	[ -n "${PG_SESSION_JWT_JWKS_URL:-}" ] || return 0
+	[ -n "${PG_SESSION_JWT_JWKS_URL:-}${PG_SESSION_JWT_ISSUERS:-}" ] || return 0
 	if ! python3 -m pg_session_jwt.jwks fetch --dir "$RUNTIME_DIR"; then
 		pg_error "start refused; nothing in $PGDATA was changed"
 		exit 1
@@ -173,7 +179,8 @@ docker_fetch_jwks() {
 # the server through the environment only (and the re-executed entrypoint after gosu). An
 # operator's own value is kept.
 docker_jwks_secret() {
-	[ -n "${PG_SESSION_JWT_JWKS_URL:-}" ] && [ -z "${PG_SESSION_JWT_JWKS_SECRET:-}" ] || return 0
+	[ -n "${PG_SESSION_JWT_JWKS_URL:-}${PG_SESSION_JWT_ISSUERS:-}" ] &&
+		[ -z "${PG_SESSION_JWT_JWKS_SECRET:-}" ] || return 0
 	local file="$RUNTIME_DIR/pg-session-jwt-jwks.secret"
 	if [ "$(id -u)" = 0 ]; then
 		# Anything else at that name (another owner, a symlink) was not made here.

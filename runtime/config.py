@@ -11,6 +11,10 @@ It reads, from the environment,
                                                   an identity provider's JWK Set instead of a
                                                   JWK; backends read these from the server's
                                                   environment, this only checks them
+  PG_SESSION_JWT_ISSUERS                          several trusted issuers, a JSON array (or
+                                                  `issuers:` in the YAML, which --print-issuers
+                                                  prints as that JSON for the entrypoint to
+                                                  export); checked here, read by backends
   PG_SESSION_JWT_CONFIG_YAML                      a settings YAML (default
                                                   /etc/postgresql/postgresql.yaml, if present)
 checks them, and writes one postgresql.conf fragment, which the image's postgresql.conf
@@ -78,13 +82,20 @@ def env_value(env, name, with_file=False):
 
 def check_jwk(text, source):
     """The JWK or JWKS JSON `text`, checked by the extension's own parser and made one line;
-    a UserError naming `source` otherwise (never repeating the key)."""
+    a UserError naming `source` otherwise (never repeating the key). The keys of a set that
+    cannot verify are named, with the reason, in one line on stderr (the server's log)."""
     try:
-        keys.parse(text)
+        keyset = keys.parse(text)
     except JwtError as exc:
         raise UserError(f"{source}: {exc.message} (give the issuer's public JWK or a JWKS "
                         "{\"keys\": [...]}; `python -m devtools.jwt keygen` prints one)") from None
+    note_skipped(source, keyset)
     return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+
+
+def note_skipped(source, keyset):
+    if keyset.skipped:
+        print(f"pg-session-jwt: {source}: using kids {jwks.described(keyset)}", file=sys.stderr)
 
 
 def check_setting(name, text):
@@ -221,6 +232,64 @@ def check_jwks(env, from_yaml):
     return {"pg_session_jwt.require_jti": "off"}
 
 
+def yaml_issuers(path, env):
+    """The `issuers:` list of the YAML at `path` (None without one), each entry checked as
+    PG_SESSION_JWT_ISSUERS is, errors naming FILE:LINE and the entry."""
+    from runtime.yamlfile import compose_file, line_of
+
+    node, data = compose_file(path)
+    value = data.get("issuers") if isinstance(data, dict) else None
+    if value is None:
+        return None
+    at = f"{path}:{line_of(node, 'issuers')}: issuers"
+    items = next((v for k, v in node.value if getattr(k, "value", None) == "issuers"), None)
+    lines = [item.start_mark.line + 1 for item in getattr(items, "value", [])]
+
+    def where(i):
+        return f"{path}:{lines[i] if i < len(lines) else '?'}: issuers[{i}]"
+
+    try:
+        for issuer in jwks.parse_issuers(value, env, at, where):
+            if issuer.jwk is not None:
+                note_skipped(f"{path}: issuer {issuer.issuer!r}", keys.parse(issuer.jwk))
+    except JwtError as exc:
+        raise UserError(exc.message) from None
+    return value
+
+
+def check_issuers(env, from_yaml, yaml_list):
+    """With several issuers (PG_SESSION_JWT_ISSUERS or the YAML's `issuers:`): the entries
+    checked, nothing else that would say which keys count, and the settings they imply."""
+    text, _ = env_value(env, jwks.ISSUERS_VARIABLE)
+    if text is None and yaml_list is None:
+        return {}
+    if text is not None and yaml_list is not None:
+        raise UserError(f"{jwks.ISSUERS_VARIABLE} and `issuers:` in the settings YAML are both "
+                        "set: keep one list of issuers")
+    name = jwks.ISSUERS_VARIABLE if text is not None else "`issuers:` in the settings YAML"
+    others = [variable for variable in (jwks.URL_VARIABLE, "PG_SESSION_JWT_JWK",
+                                        "PG_SESSION_JWT_JWK_FILE", "PG_SESSION_JWT_AUDIENCE",
+                                        "PG_SESSION_JWT_ISSUER", jwks.ANY_AUDIENCE_VARIABLE)
+              if env.get(variable)]
+    others += [setting for setting in ("pg_session_jwt.jwk", "pg_session_jwt.audience",
+                                       "pg_session_jwt.issuer") if setting in from_yaml]
+    if others:
+        raise UserError(f"{name} and {others[0]} are both set: with several issuers, each "
+                        "entry gives its own keys (jwks_url or jwk), issuer and audience; move "
+                        f"{others[0]} into the entries")
+    if text is not None:
+        try:
+            issuers = jwks.issuers_from_env(env)
+        except JwtError as exc:
+            raise UserError(exc.message) from None
+        for issuer in issuers:
+            if issuer.jwk is not None:
+                note_skipped(f"{name} issuer {issuer.issuer!r}", keys.parse(issuer.jwk))
+    if "pg_session_jwt.require_jti" in from_yaml:
+        return {}
+    return {"pg_session_jwt.require_jti": "off"}
+
+
 def yaml_path(env, default_yaml=DEFAULT_YAML):
     """The settings YAML to render: the variable's file (must exist), else the default if present."""
     named = env.get(YAML_VARIABLE) or None
@@ -231,14 +300,19 @@ def yaml_path(env, default_yaml=DEFAULT_YAML):
     return default_yaml if Path(default_yaml).is_file() else None
 
 
-def fragment(env, major, server, default_yaml=DEFAULT_YAML):
-    """The postgresql.conf text for this start: YAML settings, then the environment's."""
+def fragment(env, major, server, default_yaml=DEFAULT_YAML, issuers_out=None):
+    """The postgresql.conf text for this start: YAML settings, then the environment's.
+    The YAML's `issuers:`, checked, are appended to `issuers_out` (a list) when given."""
     path = yaml_path(env, default_yaml)
     lines = ["# Written by the entrypoint (runtime/config.py) at every container start.",
              "# Do not edit: it is replaced at the next start."]
     from_yaml = yaml_settings(path, major, server) if path else {}
+    yaml_list = yaml_issuers(path, env) if path else None
     from_env = env_settings(env)
-    from_env.update(check_jwks(env, from_yaml))
+    implied = check_issuers(env, from_yaml, yaml_list)
+    from_env.update(implied or check_jwks(env, from_yaml))
+    if yaml_list is not None and issuers_out is not None:
+        issuers_out.append(yaml_list)
     if from_yaml:
         lines += ["", f"# From {path}"] + [f"{k} = {v}" for k, v in from_yaml.items()]
     if from_env:
@@ -253,18 +327,23 @@ def main(argv=None, env=None):
     parser.add_argument("--major", type=int, required=True, help="the server's major (for overrides)")
     parser.add_argument("--out", required=True, help="the fragment postgresql.conf includes")
     parser.add_argument("--postgres", default="postgres", help="the server binary to ask for names")
+    parser.add_argument("--print-issuers", action="store_true",
+                        help="print the YAML's `issuers:` as PG_SESSION_JWT_ISSUERS JSON")
     args = parser.parse_args(argv)
     env = os.environ if env is None else env
     out = Path(args.out)
     server = ServerSettings(args.postgres, scratch_dir=out.parent)
     try:
-        text = fragment(env, args.major, server)
+        issuers = []
+        text = fragment(env, args.major, server, issuers_out=issuers)
         jwks.write_atomically(out, text)
     except UserError as exc:
         return failed(exc)
     except OSError as exc:
         return failed(UserError(f"cannot write {out}: {exc.strerror} (the directory must be writable "
                                 "by the container's user; with --read-only, mount a tmpfs on it)"))
+    if args.print_issuers and issuers:
+        print(json.dumps(issuers[0], separators=(",", ":"), ensure_ascii=False))
     return 0
 
 

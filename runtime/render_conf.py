@@ -57,10 +57,13 @@ def settings_for(path, major=None):
         data = {}
     if not isinstance(data, dict):
         fail("expected a mapping with 'settings' (and optionally 'overrides')")
-    unknown = set(data) - {"settings", "overrides"}
+    # `issuers` (PG_SESSION_JWT_ISSUERS as YAML) is no postgresql.conf setting: the image's
+    # configuration check (runtime/config.py) reads it, the renderer leaves it alone.
+    unknown = set(data) - {"settings", "overrides", "issuers"}
     if unknown:
         key = sorted(map(str, unknown))[0]
-        fail(f"unknown top-level key {key!r}: expected 'settings' and 'overrides'", key)
+        fail(f"unknown top-level key {key!r}: expected 'settings', 'overrides' and 'issuers'",
+             key)
 
     def read_block(block, *where):
         if block is None:

@@ -369,3 +369,30 @@ def organization_id(plpy, jwt, request_claims=UNREAD):
     """auth.organization_id(): `o.id` when it is a UUID, else NULL."""
     found = _find(plpy, jwt, request_claims)
     return None if found is None else found.organization_id
+
+
+def key_sets(plpy):
+    """auth.key_sets(): one row per key source of this connection (issuer, source, kids in
+    use, skipped keys with their reason, fetch and failure times). The cache files are read,
+    nothing is fetched. Public data only, so every role may call it."""
+    from .encoding import json_dumps
+
+    try:
+        capture(plpy)
+        rows = state.key_sets(time())
+    except JwtError as exc:
+        _error(plpy, exc)
+    return [{**row, "skipped": json_dumps([{"kid": kid, "reason": reason}
+                                           for kid, reason in row["skipped"]]),
+             **{name: _timestamp(row[name]) for name in ("fetched_at", "good_until",
+                                                         "failed_at")}}
+            for row in rows]
+
+
+def _timestamp(seconds):
+    """A Unix time as timestamptz input text (None stays NULL)."""
+    if seconds is None:
+        return None
+    import datetime
+
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat()

@@ -123,6 +123,19 @@ def _choice(setting, text):
     return text.lower()
 
 
+def _row(issuer, source, keyset, **status):
+    row = {"issuer": issuer, "source": source,
+           "kids": sorted(str(k.kid) for k in keyset.keys) if keyset is not None else [],
+           "skipped": list(keyset.skipped) if keyset is not None else [],
+           "fetched_at": None, "good_until": None, "last_failure": None, "failed_at": None}
+    row.update(status)
+    return row
+
+
+def _source_row(issuer, url, source):
+    return {"issuer": issuer, "source": url, **source.status()}
+
+
 def _uuid(value):
     if not isinstance(value, str) or not 32 <= len(value) <= 41:
         return None
@@ -142,24 +155,33 @@ def _uuid(value):
     return value if pos == len(text) else None
 
 
+def user_id_of(claims, verified, name="sub"):
+    """What auth.user_id() (and, when a UUID, auth.uid()) returns for `claims`: the claim
+    `name` (the issuer's user_id_claim, by default `sub`) when it is text; None without it;
+    a JwtError for user_id() to raise when a verified token has it in another type."""
+    value = claims.get(name)
+    if isinstance(value, str):
+        return value
+    if verified and value is not None:
+        # Raised by user_id() only, as the original does.
+        what = "subject claim" if name == "sub" else f"user id claim ({name!r})"
+        return JwtError(DATATYPE_MISMATCH, f"invalid {what} in the JWT")
+    return None
+
+
 class Session:
     """The claims of one session and what each getter returns for them."""
 
     __slots__ = ("token", "claims_json", "sub", "uid", "organization", "organization_id",
-                 "role", "email", "expires")
+                 "role", "email", "expires", "issuer")
 
-    def __init__(self, token_text, claims, claims_json, expires, verified):
+    def __init__(self, token_text, claims, claims_json, expires, verified, issuer=None):
         self.token = token_text
         self.claims_json = claims_json
         self.expires = expires
+        self.issuer = issuer    # the jwks.Issuer that verified it (PG_SESSION_JWT_ISSUERS)
         claims = claims if isinstance(claims, dict) else {}
-        sub = claims.get("sub")
-        if not isinstance(sub, str):
-            if verified and sub is not None:
-                # Raised by user_id() only, as the original does.
-                sub = JwtError(DATATYPE_MISMATCH, "invalid subject claim in the JWT")
-            else:
-                sub = None
+        sub = user_id_of(claims, verified, "sub" if issuer is None else issuer.user_id_claim)
         self.sub = sub
         self.uid = _uuid(sub)
         # Supabase's auth.role() and auth.email(): the same rules as sub.
@@ -222,6 +244,8 @@ class Backend:
         self._keys = None
         self._jwks = None           # jwks.Config of the postmaster's environment
         self._source = None         # jwks.Source, made on first use
+        self._issuers = None        # {iss: jwks.Issuer} of PG_SESSION_JWT_ISSUERS
+        self.make_source = None     # jwks.Source of one issuer's Config (replaceable in tests)
         self._request = (None, None)
         self._verified = None       # the last verified session ...
         self._verified_keys = None  # ... and the key set it was verified under
@@ -241,8 +265,15 @@ class Backend:
             if not settings.jwk:
                 from . import jwks  # only without a key at connection start: off the cold path
 
-                self._jwks = jwks.Config.from_env(self.environ)
-                if self._jwks is not None and not (values.get("require_jti") or "").strip():
+                issuers = jwks.issuers_from_env(self.environ)
+                if issuers is not None:
+                    self._issuers = {issuer.issuer: issuer for issuer in issuers}
+                    if self.make_source is None:
+                        self.make_source = lambda config: jwks.Source(config, log=log)
+                else:
+                    self._jwks = jwks.Config.from_env(self.environ)
+                if (self._jwks is not None or self._issuers is not None) and not (
+                        values.get("require_jti") or "").strip():
                     # Identity providers' jti is a string or absent.
                     settings.require_jti = False
             self.settings = settings
@@ -251,8 +282,9 @@ class Backend:
             self.log = log
 
     def has_key_source(self):
-        """Whether tokens are verified here: a key at connection start, or a JWKS URL."""
-        return bool(self.settings.jwk) or self._jwks is not None
+        """Whether tokens are verified here: a key at connection start, a JWKS URL, or
+        PG_SESSION_JWT_ISSUERS."""
+        return bool(self.settings.jwk) or self._jwks is not None or self._issuers is not None
 
     def keys(self, now=None):
         """The key set to verify with: pg_session_jwt.jwk's, parsed on first use, else the
@@ -262,6 +294,13 @@ class Backend:
         if self.settings.jwk:
             self._keys = keys.parse(self.settings.jwk)
             return self._keys
+        if self._issuers is not None:
+            # Each issuer's keys are looked at when one of its tokens comes: here only the
+            # static ones are parsed (they were checked at start), and nothing is fetched.
+            for issuer in self._issuers.values():
+                if issuer.jwk is not None:
+                    issuer.keys(now, self.make_source)
+            return None
         from . import jwks
 
         if self._jwks is None:
@@ -297,6 +336,8 @@ class Backend:
             raise
 
     def _verify(self, jwt, now, audit):
+        if self._issuers is not None and not self.settings.jwk:
+            return self._verify_issued(jwt, now, audit)
         settings = self.settings
         keyset = self.keys(now)
         verified = self._verified
@@ -330,6 +371,91 @@ class Backend:
             sub, aud = json_dumps(claims.get("sub")), json_dumps(claims.get("aud"))
             audit(f"pg_session_jwt: validated JWT for sub={sub} aud={aud}")
         return session
+
+    def _verify_issued(self, jwt, now, audit):
+        """verify() with PG_SESSION_JWT_ISSUERS: the token's `iss` picks the issuer before
+        anything else in it is used, and only that issuer's keys may verify it."""
+        settings = self.settings
+        verified = self._verified
+        if verified is not None and jwt == verified.token and verified.issuer is not None and (
+                self._verified_keys is verified.issuer.keys(now, self.make_source)):
+            verified.check_expiry(now)
+            return verified
+        parsed = token.split(jwt, settings.max_token_bytes)
+        claims, text = token.payload(parsed)
+        iss = claims.get("iss")
+        issuer = self._issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            shown = f" {iss!r}" if isinstance(iss, str) and len(iss) <= 200 else ""
+            raise JwtError(CHECK_VIOLATION, f"JWT issuer ('iss'){shown} is not one of "
+                           f"PG_SESSION_JWT_ISSUERS (trusted: {', '.join(map(repr, self._issuers))})"
+                           if iss is not None else "JWT has no issuer ('iss'): with "
+                           "PG_SESSION_JWT_ISSUERS it picks the keys, so it is required")
+        try:
+            keyset = issuer.keys(now, self.make_source)
+            if not settings.require_jti:
+                session = self.cache.get(jwt, keyset, now, settings.leeway)
+                if session is not None:
+                    self._verified, self._verified_keys = session, keyset
+                    return session
+            try:
+                token.check_signature(parsed, keyset)
+            except keys.UnknownKid:
+                if issuer.jwk is not None or not issuer.source(self.make_source).unknown_kid(now):
+                    raise
+                keyset = issuer.keys(now, self.make_source)
+                token.check_signature(parsed, keyset)
+            jti = claim_checks.check(claims, settings, now, self.last_jti)
+            issuer.check_audience(claims)
+            expires = claim_checks.expires(claims, settings.leeway)
+        except JwtError as exc:
+            kid = parsed[2]
+            shown = repr(kid) if isinstance(kid, str) and len(kid) <= 64 else "(none)"
+            # The same exception, its message extended: whatever else it carries stays.
+            exc.message = f"{exc.message} [issuer {issuer.issuer!r}, kid {shown}]"
+            exc.args = (exc.message,)
+            raise
+        session = Session(jwt, claims, text, expires, True, issuer)
+        if jti is not None:
+            self.last_jti = jti
+        else:
+            self.cache.put(jwt, session, keyset, claims.get("nbf"))
+        self._verified, self._verified_keys = session, keyset
+        self.current = None
+        if settings.audit_log and audit is not None:
+            user, aud = json_dumps(session.sub if isinstance(session.sub, str) else None), \
+                json_dumps(claims.get(issuer.audience_claim))
+            audit(f"pg_session_jwt: validated JWT for iss={json_dumps(iss)} user={user} "
+                  f"aud={aud}")
+        return session
+
+    def key_sets(self, now):
+        """Rows of auth.key_sets(): per key source, what it holds and how it fares. Only
+        public data: issuers, URLs, kids, times, fetch errors."""
+        rows = []
+        if self.settings.jwk:
+            try:
+                keyset = self.keys(now)
+            except JwtError as exc:
+                keyset, failure = None, exc.message
+            else:
+                failure = None
+            rows.append(_row(self.settings.issuer or None, "pg_session_jwt.jwk", keyset,
+                             last_failure=failure))
+        elif self._issuers is not None:
+            for issuer in self._issuers.values():
+                if issuer.jwk is not None:
+                    rows.append(_row(issuer.issuer, "static", issuer.keys(now, self.make_source)))
+                else:
+                    rows.append(_source_row(issuer.issuer, issuer.config.url,
+                                            issuer.source(self.make_source)))
+        elif self._jwks is not None:
+            from . import jwks
+
+            if self._source is None:
+                self._source = jwks.Source(self._jwks, log=self.log)
+            rows.append(_source_row(self.settings.issuer or None, self._jwks.url, self._source))
+        return rows
 
     def start(self, jwt, local, now, xact, audit=None):
         """jwt_session_init: verify `jwt` and return a new handle for the setting, bound to

@@ -4,7 +4,9 @@ Everything a token says about how to verify it is distrusted: `alg` must be one 
 asymmetric algorithms the chosen key allows, and headers that would make a verifier fetch
 or trust key material from the token itself (`jwk`, `jku`, `x5u`, `x5c`) or understand an
 extension (`crit`) are refused. JWE (five parts) is refused before anything is decoded.
-The payload is parsed only after its signature has verified.
+The payload is parsed only after its signature has verified, except with several issuers
+(PG_SESSION_JWT_ISSUERS), where its `iss` picks the keys: it is then parsed first, by the
+same strict parser, and nothing in it is used before the signature has verified.
 """
 
 from .encoding import b64url_decode, json_loads
@@ -35,6 +37,13 @@ def _shown(value):
 
 def verify(token, keyset, max_bytes):
     """The claims (dict) and payload JSON text of `token`, signed by a key of `keyset`."""
+    parsed = split(token, max_bytes)
+    check_signature(parsed, keyset)
+    return payload(parsed)
+
+
+def split(token, max_bytes):
+    """(signing input, alg, kid, payload bytes, signature) of `token`, its header checked."""
     if len(token) > max_bytes:
         # len() counts characters; a token is ASCII (checked next), so that is its size.
         raise JwtError(PROGRAM_LIMIT_EXCEEDED, f"JWT is longer than pg_session_jwt.max_token_bytes "
@@ -57,15 +66,25 @@ def verify(token, keyset, max_bytes):
         raise _invalid(str(exc)) from None
     if header_bytes is not None:
         alg, kid = _header(parts[0], header_bytes)
+    return raw[:len(parts[0]) + 1 + len(parts[1])], alg, kid, payload_bytes, signature
+
+
+def check_signature(parsed, keyset):
+    """Refuse the split token `parsed` unless a key of `keyset` verifies its signature."""
+    signed, alg, kid, _, signature = parsed
     key = keyset.select(kid)
     verify_signature = key.verifiers.get(alg)
     if verify_signature is None:
         raise JwtError(CHECK_VIOLATION, f"JWT alg {alg!r} does not match the key in "
-                       f"pg_session_jwt.jwk (it verifies {', '.join(key.verifiers)})")
-    if not verify_signature(raw[:len(parts[0]) + 1 + len(parts[1])], signature):
+                       f"{keyset.label} (it verifies {', '.join(key.verifiers)})")
+    if not verify_signature(signed, signature):
         raise JwtError(CHECK_VIOLATION, "invalid JWT signature")
+
+
+def payload(parsed):
+    """The claims (dict) and payload JSON text of the split token `parsed`."""
     try:
-        text = payload_bytes.decode("utf-8")
+        text = parsed[3].decode("utf-8")
         claims = json_loads(text)
     except ValueError as exc:
         raise _unparsable("payload", exc) from None

@@ -2,7 +2,7 @@
 
 \echo Use "ALTER EXTENSION pg_session_jwt UPDATE TO '0.4.0'" to load this file. \quit
 
--- === Connection-start settings without SPI =============================================
+-- === Connection-start settings without SPI ======================================
 --
 -- The connection-start settings are read from the server's memory (each setting's reset
 -- value, what RESET would restore: pg_session_jwt/pl.py, capture()) instead of through SPI
@@ -11,7 +11,7 @@
 -- a PL/pgSQL compile, a plan and a subtransaction from every new connection's first call.
 DROP FUNCTION auth._connection_settings();
 
--- === Clients: Supabase-style getters and visible refusals ===============================
+-- === Clients: Supabase-style getters and visible refusals ========================
 --
 --   * auth.role() and auth.email(): the `role` and `email` claims, as Supabase's helpers
 --     of the same names, so that policies written for Supabase run unchanged. Same rules
@@ -51,3 +51,30 @@ LANGUAGE sql STABLE PARALLEL RESTRICTED
 RETURN auth._email(pg_catalog.current_setting('pg_session_jwt.jwt', true));
 COMMENT ON FUNCTION auth.email() IS
     'the email claim of the session (as Supabase''s auth.email()); NULL without a session';
+
+-- ---------------------------------------------------------------------------------------
+-- Key sets: auth.key_sets() shows the operator, per key source of this connection
+-- (pg_session_jwt.jwk, PG_SESSION_JWT_JWKS_URL, or each issuer of PG_SESSION_JWT_ISSUERS),
+-- the kids in use, the keys skipped with the reason (an identity provider's encryption key,
+-- an algorithm or curve this extension does not verify), when the set was fetched and is
+-- good until, and the last failed fetch. Everything it shows is public (issuers, URLs,
+-- kids, times, fetch errors), so every role may call it. It reads the shared cache files
+-- and never fetches.
+CREATE FUNCTION auth.key_sets(
+    OUT issuer pg_catalog.text, OUT source pg_catalog.text, OUT kids pg_catalog.text[],
+    OUT skipped pg_catalog.jsonb, OUT fetched_at pg_catalog.timestamptz,
+    OUT good_until pg_catalog.timestamptz, OUT last_failure pg_catalog.text,
+    OUT failed_at pg_catalog.timestamptz)
+RETURNS SETOF record
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+f = SD.get("f")
+if f is None:
+    from pg_session_jwt.pl import key_sets as f
+    SD["f"] = f
+return f(plpy)
+$$;
+COMMENT ON FUNCTION auth.key_sets() IS
+    'the key sets this connection verifies tokens with: per issuer, the kids in use, the keys skipped and why, fetch times and the last failure';
+-- End of the key sets section.

@@ -210,3 +210,11 @@ def test_unreachable_issuer_at_start_serves_no_identity(image, network, start_co
         error = refused(conn, token(old_key))
         assert error.sqlstate == "02000" and url in str(error)
         assert "cannot reach the issuer" in str(error)
+
+
+def test_key_sets_shows_the_url_and_its_kids_to_every_role(setup):
+    pg, issuer, _ = setup
+    with app(pg) as conn:
+        [(source, kids, fetched_at, good_until)] = conn.execute(
+            "select source, kids, fetched_at, good_until from auth.key_sets()").fetchall()
+    assert source == issuer.url and kids and fetched_at <= good_until

@@ -369,3 +369,19 @@ def test_one_argument_getters_read_no_setting_without_a_session_once_a_key_is_kn
     assert [pl.user_id(plpy, "") for _ in range(3)] == [None] * 3
     assert pl.user_id(plpy, mint(key, sub="alice")) == "alice"
     assert request_setting["reads"] == reads
+
+
+def test_key_sets_shows_the_connections_key_and_what_it_skips(signing_keys):
+    rsa = json.loads(public_jwk(signing_keys["RS256"]))
+    jwk = json.dumps({"keys": [{**rsa, "kid": "enc", "use": "enc"},
+                               json.loads(public_jwk(signing_keys["EdDSA"]))]})
+    [row] = pl.key_sets(FakePlpy(jwk, issuer="https://id.example"))
+    assert (row["issuer"], row["source"]) == ("https://id.example", "pg_session_jwt.jwk")
+    assert row["kids"] == [signing_keys["EdDSA"].get("kid")]
+    assert json.loads(row["skipped"]) == [{"kid": "enc",
+                                           "reason": 'is an encryption key ("use": "enc")'}]
+    assert row["fetched_at"] is row["good_until"] is row["last_failure"] is None
+
+
+def test_key_sets_without_a_key_is_empty():
+    assert pl.key_sets(FakePlpy()) == []

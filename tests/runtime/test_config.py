@@ -253,3 +253,64 @@ def test_jwks_url_allow_any_audience(tmp_path):
            "PG_SESSION_JWT_ALLOW_ANY_AUDIENCE": "on"}
     text = rc.fragment(env, 17, FakeServer(), default_yaml=str(tmp_path / "absent.yaml"))
     assert settings_lines(text) == ["pg_session_jwt.require_jti = off"]
+
+
+# --- several issuers ---------------------------------------------------------------------
+
+ISSUERS = [{"issuer": "https://a.example/", "jwks_url": "https://a.example/jwks.json",
+            "audience": ["db", "api"]},
+           {"issuer": "https://b.example", "jwks_url": "https://b.example/keys",
+            "audience": "client-1", "audience_claim": "client_id", "user_id_claim": "username"}]
+
+
+def test_issuers_turn_require_jti_off_and_are_not_written(tmp_path):
+    env = {"PG_SESSION_JWT_ISSUERS": json.dumps(ISSUERS)}
+    text = rc.fragment(env, 17, FakeServer(), default_yaml=str(tmp_path / "absent.yaml"))
+    assert "pg_session_jwt.require_jti = off" in text and "a.example" not in text
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"PG_SESSION_JWT_JWKS_URL": "https://x/jwks"}, "PG_SESSION_JWT_ISSUERS and "
+     "PG_SESSION_JWT_JWKS_URL are both set"),
+    ({"PG_SESSION_JWT_AUDIENCE": "db"}, "move PG_SESSION_JWT_AUDIENCE into the entries"),
+    ({"PG_SESSION_JWT_ISSUERS": json.dumps([{**ISSUERS[0], "audeince": "x"}])},
+     r"PG_SESSION_JWT_ISSUERS\[0\] \(issuer 'https://a.example/'\): unknown field 'audeince'"),
+])
+def test_issuers_refusals_name_the_problem(tmp_path, extra, words):
+    env = {"PG_SESSION_JWT_ISSUERS": json.dumps(ISSUERS), **extra}
+    with pytest.raises(UserError, match=words):
+        rc.fragment(env, 17, FakeServer(), default_yaml=str(tmp_path / "absent.yaml"))
+
+
+def test_yaml_issuers_are_checked_with_file_and_line_and_printed_for_the_entrypoint(
+        tmp_path, capsys):
+    import yaml
+
+    good = write(tmp_path, yaml.safe_dump({"settings": {"work_mem": "8MB"}, "issuers": ISSUERS},
+                                          sort_keys=False))
+    out = tmp_path / "runtime.conf"
+    env = {"PG_SESSION_JWT_CONFIG_YAML": good}
+    assert rc.main(["--major", "17", "--out", str(out), "--print-issuers"], env=env) == 0
+    assert json.loads(capsys.readouterr().out) == ISSUERS
+    assert "require_jti = off" in out.read_text()
+    bad = write(tmp_path, "settings:\n  work_mem: 8MB\nissuers:\n  - issuer: https://a\n"
+                "    jwks_url: https://a/jwks\n  - issuer: https://b\n    jwks_url: https://b/k\n"
+                "    audience: x\n    user_id_clam: oid\n", name="bad.yaml")
+    with pytest.raises(UserError, match=rf"^{bad}:4: issuers\[0\] \(issuer 'https://a'\): "
+                       "\"audience\" is required"):
+        rc.fragment({"PG_SESSION_JWT_CONFIG_YAML": bad}, 17, FakeServer())
+    bad2 = write(tmp_path, "issuers:\n  - issuer: https://b\n    jwks_url: https://b/k\n"
+                 "    audience: x\n    user_id_clam: oid\n", name="bad2.yaml")
+    with pytest.raises(UserError, match=rf"^{bad2}:2: issuers\[0\] .*unknown field 'user_id_clam'"):
+        rc.fragment({"PG_SESSION_JWT_CONFIG_YAML": bad2}, 17, FakeServer())
+    with pytest.raises(UserError, match="keep one list of issuers"):
+        rc.fragment({"PG_SESSION_JWT_CONFIG_YAML": good,
+                     "PG_SESSION_JWT_ISSUERS": json.dumps(ISSUERS)}, 17, FakeServer())
+
+
+def test_skipped_keys_of_a_static_set_are_named_once_at_start(public, capsys):
+    enc = {**public["RS256"], "kid": "enc-1", "use": "enc", "alg": "RSA-OAEP"}
+    rc.check_jwk(json.dumps({"keys": [public["EdDSA"], enc]}), "PG_SESSION_JWT_JWK")
+    err = capsys.readouterr().err
+    assert "PG_SESSION_JWT_JWK: using kids" in err
+    assert "skipped kid 'enc-1' is an encryption key" in err

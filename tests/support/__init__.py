@@ -6,6 +6,7 @@
     stack        the dev stack as `make run` starts it, one per module
     issuer       a test identity provider (jwks_server.py in a container), https per test
     jwks_fakes   a clock and an issuer for the JWKS unit tests
+    providers    look-alikes of real identity providers' JWK Sets and tokens, and their recipes
     ports        free host ports
     registry     a real container registry (Debian's docker-registry) in a container
     load         the multi-user RLS load generator of the stress tests

@@ -91,6 +91,16 @@ class Issuer:
         tmp.replace(self.folder / "jwks.json")
         (self.folder / "cache-control").write_text(cache_control)
 
+    def publish_document(self, name, text, cache_control="max-age=300"):
+        """Serve the JWKS document `text` at /NAME/jwks.json (the URL it returns)."""
+        folder = self.folder / name
+        folder.mkdir(exist_ok=True)
+        tmp = folder / "jwks.json.tmp"
+        tmp.write_text(text)
+        tmp.replace(folder / "jwks.json")
+        (folder / "cache-control").write_text(cache_control)
+        return self.url.rsplit("/", 1)[0] + f"/{name}/jwks.json"
+
     def hits(self):
         path = self.folder / "hits.log"
         return path.read_text().splitlines() if path.exists() else []

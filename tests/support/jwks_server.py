@@ -5,6 +5,7 @@ Standard library only (it runs on the image's own python3). Serves the folder it
 files on the host:
 
     GET /jwks.json       jwks.json, with the Cache-Control header in cache-control (if any)
+    GET /NAME/jwks.json  NAME/jwks.json and NAME/cache-control: one server for several issuers
     every request        one line "METHOD PATH" appended to hits.log (the recording)
 
 With cert.pem and key.pem in the folder it speaks https. It writes `ready` once listening.
@@ -28,15 +29,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 (the http.server API)
         self._record()
-        path = ROOT / "jwks.json"
-        if self.path != "/jwks.json" or not path.exists():
+        parts = self.path.split("/")
+        folder = ROOT / parts[1] if len(parts) == 3 and parts[1].isidentifier() else ROOT
+        path = folder / "jwks.json"
+        if parts[-1] != "jwks.json" or len(parts) > 3 or not path.exists():
             self.send_error(404)
             return
         body = path.read_bytes()
         self.send_response(200)
         self.send_header("Content-Type", "application/jwk-set+json")
         self.send_header("Content-Length", str(len(body)))
-        cache_control = ROOT / "cache-control"
+        cache_control = folder / "cache-control"
         if cache_control.exists():
             self.send_header("Cache-Control", cache_control.read_text().strip())
         self.end_headers()
