@@ -19,7 +19,7 @@ help:  ## list the targets and where things live
 	  "  images/     what ships: versions.yaml (the matrix), postgresql.yaml, Dockerfile, entrypoint" \
 	  "  runtime/    Python run in the container before the server (config check, renderer)" \
 	  "  builder/    the build host (python -m builder.build, builder.push)" \
-	  "  deploy/     cnpg/: a CloudNativePG Cluster using the image" \
+	  "  deploy/     cnpg/: a CloudNativePG Cluster; patroni/: the Patroni node image (make run HA=1)" \
 	  "  devtools/   token tool (python -m devtools.jwt), dev stack, dev issuer" \
 	  "  bench/      benchmarks (python -m bench.run); targets in docs/benchmarks.md" \
 	  "  tests/      mirrors the packages; tests/support/ is shared test code"

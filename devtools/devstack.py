@@ -363,6 +363,16 @@ def patroni_members(client, settings):
 
 # Patroni's names for a running replica's state: 3.0 says `running`, 4.x `streaming`.
 REPLICA_STATES = ("running", "streaming")
+# How far a replica is behind: `Lag in MB` up to 4.0, `Receive Lag` and `Replay Lag` (bytes)
+# from 4.1 on.
+LAG_COLUMNS = ("Lag in MB", "Receive Lag", "Replay Lag")
+
+
+def replica_lag(member):
+    """The largest lag `patronictl list` gives for `member`, or None when it gives none (a
+    replica still being created, a leader)."""
+    lags = [member[c] for c in LAG_COLUMNS if isinstance(member.get(c), int)]
+    return max(lags) if lags else None
 
 
 def cluster_ready(members, nodes=HA_NODES):
@@ -376,7 +386,7 @@ def cluster_ready(members, nodes=HA_NODES):
     leaders = [m for m in members if m.get("Role") == "Leader" and m.get("State") == "running"]
     replicas = [m for m in members if m.get("Role") != "Leader"]
     return (len(leaders) == 1
-            and all(m.get("State") in REPLICA_STATES and m.get("Lag in MB") == 0
+            and all(m.get("State") in REPLICA_STATES and replica_lag(m) == 0
                     for m in replicas)
             and any(m.get("Role") == "Sync Standby" for m in replicas))
 
@@ -467,9 +477,9 @@ def ha_text(settings, containers):
           for node in HA_NODES],
         "The cluster (leader, synchronous standby, replica, lag):",
         f"  docker exec {first} patronictl list",
-        "Fail over: kill the leader's container; within about 40 s (Patroni's ttl 30 s, loop_wait",
-        "10 s) the synchronous standby is promoted and the pooler reaches it; `docker start` the",
-        "old one and Patroni brings it back as a replica (pg_rewind):",
+        "Fail over: kill the leader's container; within about 30 s (Patroni's ttl) the",
+        "synchronous standby is promoted and the pooler reaches it; `docker start` the old one",
+        "and Patroni brings it back as a replica (pg_rewind):",
         "  docker kill <the leader's container, from patronictl list>",
     ]
 

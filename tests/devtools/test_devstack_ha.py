@@ -87,6 +87,20 @@ def test_printed_text_shows_how_to_see_the_cluster(stack):
         assert f"  {node}:    {stack.settings.url(node)}" in stack.printed
 
 
+def test_a_node_without_its_cluster_settings_says_which_is_missing(stack, docker_client):
+    image = f"{stack.settings.image_repo}-dev-patroni:{stack.settings.major}"
+    for env, missing in (({}, "PATRONI_SCOPE"),
+                         ({"PATRONI_SCOPE": "x", "PATRONI_ETCD3_HOSTS": "etcd:2379",
+                           "PATRONI_SUPERUSER_PASSWORD": "x"}, "PATRONI_REPLICATION_PASSWORD")):
+        container = docker_client.containers.run(image, environment=env, detach=True)
+        try:
+            assert container.wait(timeout=60)["StatusCode"] == 1
+            log = container.logs(stdout=False, stderr=True).decode()
+        finally:
+            container.remove(v=True, force=True)  # with the anonymous volume of its VOLUME
+        assert f"{missing} is not set" in log, log
+
+
 def test_every_node_has_the_extension_in_every_database_and_the_same_roles(stack):
     for node in devstack.HA_NODES:
         with admin(stack, node) as conn:

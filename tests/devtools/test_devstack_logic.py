@@ -441,6 +441,16 @@ def member(name, role, state="streaming", lag=0):
     ([member("pg1", "Leader", "running"), member("pg2", "Sync Standby", lag=3),
       member("pg3", "Replica")], False),
     ([member("pg1", "Replica"), member("pg2", "Sync Standby"), member("pg3", "Replica")], False),
+    # Patroni 4.1: receive and replay lag in bytes instead of `Lag in MB`
+    ([member("pg1", "Leader", "running"),
+      {"Member": "pg2", "Role": "Sync Standby", "State": "streaming", "Receive Lag": 0,
+       "Replay Lag": 0},
+      {"Member": "pg3", "Role": "Replica", "State": "streaming", "Receive Lag": 0,
+       "Replay Lag": 0}], True),
+    ([member("pg1", "Leader", "running"),
+      {"Member": "pg2", "Role": "Sync Standby", "State": "streaming", "Receive Lag": 0,
+       "Replay Lag": 8192},
+      member("pg3", "Replica")], False),
     (None, False),
 ])
 def test_cluster_ready_needs_a_leader_and_every_replica_streaming(members, ready):
