@@ -45,12 +45,13 @@ ignore_startup_parameters = extra_float_digits
 ; client's rows), a session-level SET (search_path, statement_timeout,
 ; default_transaction_read_only) or a PREPAREd statement would be there for the next
 ; client. DISCARD ALL after every transaction closes, resets and deallocates all of it
-; (and ends any session-level pg_session_jwt session, which app may not start anyway).
+; (pg_session_jwt.jwt too; app may not start session-level sessions anyway).
 server_reset_query = DISCARD ALL
 server_reset_query_always = 1
 ; Named prepared statements of the protocol (asyncpg's for every query, psycopg 3's past
 ; prepare_threshold, JDBC's) are tracked per client and re-prepared on whichever server
-; connection serves it: pgbouncer 1.21 or later (this image: Debian's of the base suite,
+; connection serves it: pgbouncer 1.21 or later, and 1.22 or later beside the DISCARD ALL
+; above, which it then knows to have dropped them (this image: Debian's of the base suite,
 ; 1.24 in trixie). With 0 (no tracking), psycopg 3 past prepare_threshold fails with
 ; 'prepared statement "_pg3_0" already exists' once two clients share a server connection.
 max_prepared_statements = 200
