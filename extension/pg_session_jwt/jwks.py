@@ -343,9 +343,13 @@ class Unauthenticated(ValueError):
     """A state file without a valid MAC under the configured secret."""
 
 
+# 10000-01-01: later times are not timestamps Python or PostgreSQL can show.
+_TIME_LIMIT = 253_402_300_800
+
+
 def _is_time(value):
-    """A plausible Unix time: a finite number (not a bool) in [0, 2^40)."""
-    return type(value) in (int, float) and 0 <= value < 2**40
+    """A plausible Unix time: a finite number (not a bool) before the year 10000."""
+    return type(value) in (int, float) and 0 <= value < _TIME_LIMIT
 
 
 def _mac(secret, value):

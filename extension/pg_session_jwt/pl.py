@@ -162,31 +162,31 @@ POSTGRES_EPOCH = 946_684_800
 
 
 def statement_start():
-    """The Unix time at which the current client statement began (what
-    statement_timestamp() returns), read with the server's
-    GetCurrentStatementStartTimestamp(), which cannot fail. Asked only once a session has
-    expired, so a ctypes call is no cost on the getters' path. Outside a server (unit
+    """The Unix time at which the current client statement began (statement_timestamp()),
+    or, when later, at which the current transaction began: a procedure that COMMITs inside
+    one CALL starts new transactions within the same statement, and each of them counts as a
+    new start (else one CALL could act as an expired user for as long as it loops). Read
+    with the server's GetCurrentStatementStartTimestamp() and
+    GetCurrentTransactionStartTimestamp(), which cannot fail; asked only once a session has
+    expired, so the ctypes calls are no cost on the getters' path. Outside a server (unit
     tests): None (the statement counts as starting now)."""
-    global _statement_clock
-    if _statement_clock is None:
+    global _statement_clocks
+    if _statement_clocks is None:
         import ctypes
 
-        function = getattr(ctypes.CDLL(None), "GetCurrentStatementStartTimestamp", None)
-        if function is None:
-            _statement_clock = _no_statement
-        else:
+        server = ctypes.CDLL(None)
+        clocks = [getattr(server, name, None) for name in (
+            "GetCurrentStatementStartTimestamp", "GetCurrentTransactionStartTimestamp")]
+        if None in clocks:
+            return None
+        for function in clocks:
             function.restype = ctypes.c_int64
             function.argtypes = []
-            _statement_clock = function
-    value = _statement_clock()
-    return None if value is None else value / 1_000_000 + POSTGRES_EPOCH
+        _statement_clocks = clocks
+    return max(clock() for clock in _statement_clocks) / 1_000_000 + POSTGRES_EPOCH
 
 
-def _no_statement():
-    return None
-
-
-_statement_clock = None
+_statement_clocks = None
 
 
 def _error(plpy, exc):

@@ -10,7 +10,8 @@ refused token through `reason()` and fails on a message this table no longer rec
 The log line names what helps find the cause and nothing that would let a reader of the
 log use the token: the `kid` and `iss` as the token states them (parsed from its header
 and payload for the log only, never trusted for anything), `sub` only when the signature
-verified, never the token or any of its base64url parts.
+had verified (the raiser says so through `settle`, nothing is inferred from the message),
+never the token or any of its base64url parts.
 """
 
 from .encoding import b64url_decode, json_dumps, json_loads
@@ -43,7 +44,7 @@ REASONS = (
     (CHECK_VIOLATION, "before it is ready", "not_yet_valid"),
     (CHECK_VIOLATION, "after it has expired", "expired"),
     (CHECK_VIOLATION, "issuer ('iss')", "wrong_issuer"),
-    (CHECK_VIOLATION, "audience ('aud')", "wrong_audience"),
+    (CHECK_VIOLATION, "JWT audience (", "wrong_audience"),
     (CHECK_VIOLATION, "handle of another transaction", "stale_handle"),
     (CHECK_VIOLATION, "handle this connection does not know", "unknown_handle"),
     (INSUFFICIENT_PRIVILEGE, "raw token set in", "raw_token_set"),
@@ -54,20 +55,29 @@ REASONS = (
 )
 OTHER = "refused"
 
-# Reasons that only a token whose signature verified can get: its sub may be logged.
-AFTER_SIGNATURE = frozenset({"bad_jti", "bad_claim", "replayed_jti", "not_yet_valid",
-                             "expired", "wrong_issuer", "wrong_audience"})
 
 # Longer kid/iss/sub values are cut: a log line stays a line, whatever the token says.
 MAX_SHOWN = 64
 
 
 def reason(exc):
-    """The reason code of JwtError `exc`."""
+    """The reason code of JwtError `exc`: the one fixed where it was raised (see `settle`),
+    else the table's match of its message."""
+    fixed = getattr(exc, "reason", None)
+    if fixed is not None:
+        return fixed
     for sqlstate, phrase, code in REASONS:
         if exc.sqlstate == sqlstate and phrase in exc.message:
             return code
     return OTHER
+
+
+def settle(exc, signed):
+    """Fix `exc`'s reason code now, before its message is extended with text taken from the
+    token (a kid, an issuer) that the table could otherwise match; and record whether the
+    token's signature had verified when it was refused — only then is its `sub` logged."""
+    exc.reason = reason(exc)
+    exc.signed = signed
 
 
 def _part(parts, index):
@@ -102,6 +112,6 @@ def line(exc, token=None, max_bytes=None):
                 if shown is not None:
                     fields.append(f"{name}={shown}")
             shown = _shown(payload.get("sub"))
-            if code in AFTER_SIGNATURE and shown is not None:
+            if getattr(exc, "signed", False) and shown is not None:
                 fields.append(f"sub={shown}")
     return " ".join(fields)

@@ -203,7 +203,9 @@ class Session:
             begun = None if started is None else started()
             if begun is not None and begun <= self.expires:
                 return
-            raise JwtError(CHECK_VIOLATION, "Token used after it has expired")
+            exc = JwtError(CHECK_VIOLATION, "Token used after it has expired")
+            refusals.settle(exc, signed=True)   # a session's claims were verified
+            raise exc
 
 
 def _text_claim(value, verified, name):
@@ -341,14 +343,18 @@ class Backend:
         settings = self.settings
         keyset = self.keys(now)
         verified = self._verified
-        if verified is not None and jwt == verified.token and self._verified_keys is keyset:
-            verified.check_expiry(now)
-            return verified
-        if not settings.require_jti:
-            session = self.cache.get(jwt, keyset, now, settings.leeway)
-            if session is not None:
-                self._verified, self._verified_keys = session, keyset
-                return session
+        try:
+            if verified is not None and jwt == verified.token and self._verified_keys is keyset:
+                verified.check_expiry(now)
+                return verified
+            if not settings.require_jti:
+                session = self.cache.get(jwt, keyset, now, settings.leeway)
+                if session is not None:
+                    self._verified, self._verified_keys = session, keyset
+                    return session
+        except JwtError as exc:
+            refusals.settle(exc, signed=True)   # verified before, refused now in time
+            raise
         try:
             claims, text = token.verify(jwt, keyset, settings.max_token_bytes)
         except keys.UnknownKid:
@@ -357,7 +363,11 @@ class Backend:
                 raise
             keyset = self._source.keyset
             claims, text = token.verify(jwt, keyset, settings.max_token_bytes)
-        jti = claim_checks.check(claims, settings, now, self.last_jti)
+        try:
+            jti = claim_checks.check(claims, settings, now, self.last_jti)
+        except JwtError as exc:
+            refusals.settle(exc, signed=True)
+            raise
         session = Session(jwt, claims, text, claim_checks.expires(claims, settings.leeway), True)
         if jti is not None:
             self.last_jti = jti
@@ -379,7 +389,11 @@ class Backend:
         verified = self._verified
         if verified is not None and jwt == verified.token and verified.issuer is not None and (
                 self._verified_keys is verified.issuer.keys(now, self.make_source)):
-            verified.check_expiry(now)
+            try:
+                verified.check_expiry(now)
+            except JwtError as exc:
+                refusals.settle(exc, signed=True)
+                raise
             return verified
         parsed = token.split(jwt, settings.max_token_bytes)
         claims, text = token.payload(parsed)
@@ -387,14 +401,19 @@ class Backend:
         issuer = self._issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             shown = f" {iss!r}" if isinstance(iss, str) and len(iss) <= 200 else ""
-            raise JwtError(CHECK_VIOLATION, f"JWT issuer ('iss'){shown} is not one of "
-                           f"PG_SESSION_JWT_ISSUERS (trusted: {', '.join(map(repr, self._issuers))})"
+            # Not the list of trusted issuers: any client could read the configuration so.
+            raise JwtError(CHECK_VIOLATION, f"JWT issuer ('iss'){shown} is not one of the "
+                           "issuers this server trusts (PG_SESSION_JWT_ISSUERS)"
                            if iss is not None else "JWT has no issuer ('iss'): with "
                            "PG_SESSION_JWT_ISSUERS it picks the keys, so it is required")
+        signed = False
         try:
             keyset = issuer.keys(now, self.make_source)
             if not settings.require_jti:
+                # A hit refused in time was verified before: signed.
+                signed = True
                 session = self.cache.get(jwt, keyset, now, settings.leeway)
+                signed = False
                 if session is not None:
                     self._verified, self._verified_keys = session, keyset
                     return session
@@ -405,10 +424,12 @@ class Backend:
                     raise
                 keyset = issuer.keys(now, self.make_source)
                 token.check_signature(parsed, keyset)
+            signed = True
             jti = claim_checks.check(claims, settings, now, self.last_jti)
             issuer.check_audience(claims)
             expires = claim_checks.expires(claims, settings.leeway)
         except JwtError as exc:
+            refusals.settle(exc, signed)
             kid = parsed[2]
             shown = repr(kid) if isinstance(kid, str) and len(kid) <= 64 else "(none)"
             # The same exception, its message extended: whatever else it carries stays.

@@ -114,6 +114,23 @@ def test_a_statement_keeps_its_identity_when_the_token_expires_mid_query(pg, key
         assert sqlstate == "23514" and "Token used after it has expired" in message
 
 
+@pytest.mark.slow
+def test_a_procedure_that_commits_does_not_keep_an_expired_identity(pg, key):
+    """One CALL is one statement, but each COMMIT inside it starts a new transaction: the
+    grace of a statement that began while the session was valid ends there, or a looping
+    procedure could act as the user for as long as it likes after `exp`."""
+    token = mint(key, sub="looping", ttl=2)
+    with pg.connect(jwk=public_jwk(key), options="-c pg_session_jwt.leeway=0") as conn:
+        conn.execute("create procedure pg_temp.keep_going() language plpgsql as $$ "
+                     "begin for i in 1..6 loop perform auth.user_id(), pg_sleep(0.6); "
+                     "commit; end loop; end $$")
+        conn.execute("select auth.jwt_session_init(%s)", [token])
+        started = time.time()
+        sqlstate, message = error(conn, "call pg_temp.keep_going()")
+        assert sqlstate == "23514" and "Token used after it has expired" in message
+        assert 1 <= time.time() - started < 3.6, "refused at the first transaction after exp"
+
+
 # --- refusals you can see -----------------------------------------------------------------
 
 def wait_for(pg, marker, timeout=5):

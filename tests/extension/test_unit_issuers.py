@@ -89,7 +89,8 @@ def test_each_provider_refuses_another_audience(tmp_path, provider, served):
 def test_each_provider_refuses_an_unknown_issuer_and_a_foreign_key(tmp_path, provider, served):
     backend = one(tmp_path, provider, served)
     message = refused(backend, provider.token(iss=provider.issuer + "x"))
-    assert "is not one of PG_SESSION_JWT_ISSUERS" in message
+    assert "is not one of the issuers this server trusts" in message
+    assert repr(provider.issuer) not in message, "the trusted issuers are configuration"
     # No normalisation: a trailing slash more or less is another issuer.
     other = provider.issuer[:-1] if provider.issuer.endswith("/") else provider.issuer + "/"
     assert "is not one of" in refused(backend, provider.token(iss=other))
@@ -293,3 +294,29 @@ def test_any_token_is_verified_or_refused_with_a_jwt_error(tmp_path, served):
             assert exc.sqlstate in ("42804", "23514", "54000"), exc.message
 
     check()
+
+
+def test_a_refusal_before_the_signature_never_logs_the_token_s_sub(tmp_path, served):
+    """Anyone can sign {"iss": <unknown>, "sub": "victim"} with any key: the log must not
+    attribute that refusal to the victim, nor let a forged kid pick the reason code."""
+    provider = providers.PROVIDERS[0]()
+    lines = []
+    served.add(url_of(provider), provider)
+    backend = Backend(environ={jwks.ISSUERS_VARIABLE: json.dumps(
+        [provider.issuer_entry(jwks_url=url_of(provider))])})
+    backend.make_source = lambda config: jwks.Source(config, directory=str(tmp_path),
+                                                     fetcher=served, clock=time.time)
+    backend.configure({"log_refusals": "on"}, lines.append)
+    attacker = generate_key(provider.signing_key.get("alg"), kid="kid")
+    for forged in (provider.token(key=attacker, iss="https://evil.example", sub="victim"),
+                   provider.token(key=attacker, iss=None, sub="victim")):
+        refused(backend, forged)
+    forged = provider.token(key=generate_key(provider.signing_key.get("alg"), kid="kid"),
+                            sub="victim")
+    refused(backend, forged)
+    assert len(lines) == 3 and not [line for line in lines if "victim" in line], lines
+    assert [line.split()[3] for line in lines] == ["reason=wrong_issuer"] * 2 + [
+        "reason=unknown_kid"], lines
+    # Signed, then refused: the sub is the issuer's word, and is logged.
+    refused(backend, provider.token(sub="late", exp=int(time.time()) - 3600))
+    assert "reason=expired" in lines[-1] and 'sub="late"' in lines[-1]

@@ -9,7 +9,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pg_session_jwt import jwks
+from pg_session_jwt import jwks, pl
 from pg_session_jwt.errors import JwtError
 
 from devtools.jwt import generate_key
@@ -45,6 +45,7 @@ def contents():
         st.binary(max_size=200),
         st.just(b""), st.just(b"\xff\xfe{"), st.just(b"[" * 100000),
         st.just(b'{"attempted": "x"}'), st.just(b'{"attempted": 1e308, "error": 7}'),
+        st.just(b'{"attempted": 1099511627775, "error": "x"}'),
         st.builds(lambda n: b'{"url": "' + URL.encode() + b'", "jwks": "' + b"A" * n + b'"}',
                   st.integers(0, 3)))
 
@@ -75,8 +76,10 @@ def test_any_content_of_a_state_file_is_harmless(tmp_path_factory, key, secret, 
             assert kids(fresh.current()) == kids(good)
         except JwtError as exc:  # only the documented refusal: no set yet, said why
             assert exc.sqlstate == "02000", exc.message
-        fresh.status()
-        holder.status()
+        # ... and what auth.key_sets() shows of it is always a row PostgreSQL can store.
+        for status in (fresh.status(), holder.status()):
+            for name in ("fetched_at", "good_until", "failed_at"):
+                pl._timestamp(status[name])
 
     check()
 
