@@ -226,6 +226,25 @@ class FetchError(Exception):
         self.unreachable = unreachable
 
 
+def _read_by(response, deadline):
+    """The body of `response`, at most MAX_DOCUMENT_BYTES + 1 bytes, read by `deadline`.
+
+    The socket's timeout bounds each read, not the whole: an issuer that sends a byte every
+    few seconds would otherwise hold the backend that refreshes (which no statement_timeout
+    or cancel can interrupt while Python runs) for as long as it likes."""
+    chunks, size = [], 0
+    while size <= MAX_DOCUMENT_BYTES:
+        if time.monotonic() > deadline:
+            raise FetchError(f"the issuer did not send its document within {TIMEOUT} s",
+                             unreachable=True)
+        chunk = response.read1(min(16384, MAX_DOCUMENT_BYTES + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def fetch(config):
     """(document text, headers) from config.url, certificate verified; FetchError otherwise.
 
@@ -253,7 +272,7 @@ def fetch(config):
         "User-Agent": "pg_session_jwt"})
     try:
         with opener.open(request, timeout=TIMEOUT) as response:
-            body = response.read(MAX_DOCUMENT_BYTES + 1)
+            body = _read_by(response, time.monotonic() + TIMEOUT)
             headers = dict(response.headers.items())
     except FetchError:
         raise

@@ -382,3 +382,27 @@ def test_unwritable_run_directory_still_serves_this_backend(tmp_path, clock, old
     source.cache_path = str(tmp_path / "missing-dir" / jwks.CACHE_NAME)
     assert kids(source.current()) == {old_key.get("kid")}
     assert "cannot write" in lines[0]
+
+
+def test_an_issuer_that_sends_its_document_slowly_is_cut_off(monkeypatch):
+    """Each read has the socket's timeout; the whole body has one too, so an issuer
+    dribbling a byte at a time cannot hold the refreshing backend."""
+    clock = [0.0]
+    monkeypatch.setattr(jwks.time, "monotonic", lambda: clock[0])
+
+    class Dribble:
+        def read1(self, size):
+            clock[0] += 1.0   # a byte a second, each read well within the socket timeout
+            return b"{"
+
+    with pytest.raises(jwks.FetchError, match=f"within {jwks.TIMEOUT} s"):
+        jwks._read_by(Dribble(), clock[0] + jwks.TIMEOUT)
+
+    class Whole:
+        def __init__(self):
+            self.parts = [b'{"keys": ', b"[]}"]
+
+        def read1(self, size):
+            return self.parts.pop(0) if self.parts else b""
+
+    assert jwks._read_by(Whole(), clock[0] + jwks.TIMEOUT) == b'{"keys": []}'
