@@ -18,7 +18,8 @@ Scenario 6 (`pooled`) is what a pool serving identity-provider users looks like:
 whose tokens are presented again and again, each transaction picking one at random, on
 connections that stay open (a pooler's server connections), as a role with
 `require_jti = off` (as advised for pooled roles). Same transaction, same baseline as
-scenario 4; what it measures is the verified-token cache.
+scenario 4; what it measures is the verified-token cache. A third script adds the
+dev stack's pooler reset (DISCARD ALL) after each transaction, reported as its own figure.
 """
 
 import json
@@ -228,14 +229,21 @@ grant select on bench.pooled_tokens to {POOLED};
 grant select, insert on bench.notes_jwt, bench.notes_postgrest to {POOLED};
 """
 
-POOLED_SCRIPTS = {
-    "pg_session_jwt": f"""\\set u random(0, {POOLED_USERS - 1})
+POOLED_TRANSACTION = f"""\\set u random(0, {POOLED_USERS - 1})
 BEGIN;
 SELECT auth.jwt_session_init(token, true) FROM bench.pooled_tokens WHERE u = :u;
 SELECT id, body FROM bench.notes_jwt ORDER BY id DESC LIMIT 10;
 INSERT INTO bench.notes_jwt (body) VALUES ('pgbench');
 COMMIT;
-""",
+"""
+# What the dev stack's pgbouncer sends on the server connection after every transaction
+# (server_reset_query, compose/pooler/entrypoint.sh), so that nothing of one client
+# reaches the next: its cost is reported against the same transaction without it.
+RESET_QUERY = "DISCARD ALL"
+
+POOLED_SCRIPTS = {
+    "pg_session_jwt": POOLED_TRANSACTION,
+    "pg_session_jwt_reset": f"{POOLED_TRANSACTION}{RESET_QUERY};\n",
     "PostgREST": f"""\\set u random(0, {POOLED_USERS - 1})
 BEGIN;
 SELECT set_config('request.jwt.claims', claims, true) FROM bench.pooled_tokens WHERE u = :u;
@@ -269,4 +277,11 @@ def pooled(pg, major, params, key):
         target=target("pooled"), samples=samples,
         notes=f"{params.pgbench_transactions} transactions per client per run, "
               f"{params.pgbench_rounds} alternating runs each; transaction-scoped sessions, "
-              f"require_jti off for the role; EdDSA tokens; pgbench on the {where}")]
+              f"require_jti off for the role; EdDSA tokens; pgbench on the {where}"),
+        Figure(
+        "6 pooled reset cost", major, f"the same with {RESET_QUERY} after each transaction",
+        "tps", value=median(samples["pg_session_jwt_reset"]),
+        baseline=median(samples["pg_session_jwt"]), baseline_label="(without the reset)",
+        samples=samples,
+        notes=f"what the dev stack's pgbouncer (server_reset_query) adds; same runs as above, "
+              f"pgbench on the {where}")]

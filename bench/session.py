@@ -1,7 +1,9 @@
 """Benchmark scenarios 1-3 against one running container of an image.
 
 1. cold backend: new connection + auth.init() + jwt_session_init() + user_id(),
-   against new connection + `select 1`, interleaved, median of many connections.
+   against the floor: a new connection + one call of an empty PL/Python function (what
+   starting Python in a backend costs); with the key in the startup packet and
+   server-wide; interleaved with connect + `select 1`, median of many connections.
 2. warm verification: jwt_session_init with a new token per call, timed inside the
    server (a plpgsql loop over pre-minted tokens, so client round trips do not count),
    against bare verification of the same tokens through the same library (libsodium for
@@ -30,30 +32,74 @@ READER_PASSWORD = "bench-reader-password"  # throwaway role inside a throwaway c
 
 
 
+# An empty PL/Python function: one call of it on a new connection is what starting Python in
+# a backend costs, the floor under any PL/Python extension's first call.
+FLOOR_SETUP = """
+create schema if not exists bench;
+create or replace function bench.plpython_start() returns void language plpython3u as $$ pass $$;
+"""
+# The key from the server's configuration (ALTER SYSTEM writes postgresql.auto.conf, what
+# PG_SESSION_JWT_JWK amounts to) instead of the startup packet.
+SERVER_WIDE = ("startup packet", "server-wide")
+
+
 def cold(pg, major, params, keys):
-    """Scenario 1, per algorithm; the target applies to COLD_ALGORITHMS on every major."""
+    """Scenario 1, per algorithm and key source, against the floor (a new connection's first
+    PL/Python call) measured in the same rounds; the target applies to COLD_ALGORITHMS on
+    every major. The floor itself is also shown against connect + select 1."""
+    with pg.connect() as admin:
+        admin.execute(FLOOR_SETUP)
     figures = []
     for alg in ALGORITHMS:
-        samples = interleave(cold_runners(pg, keys[alg]), rounds=params.cold_samples, warmup=2)
-        figures.append(Figure(
-            "1 cold backend", major, f"connect+init+session+user_id {alg}", "ms",
-            value=median(samples["session"]), baseline=median(samples["select 1"]),
-            baseline_label="(connect+select 1)",
-            target=target("cold") if alg in COLD_ALGORITHMS else None,
-            samples=samples))
+        for source in SERVER_WIDE:
+            samples = cold_samples(pg, keys[alg], source, params)
+            figures.append(Figure(
+                "1 cold backend", major, f"connect+init+session+user_id {alg}, key {source}",
+                "ms", value=median(samples["session"]), baseline=median(samples["floor"]),
+                baseline_label="(connect+empty PL/Python call)",
+                target=target("cold") if alg in COLD_ALGORITHMS else None,
+                samples=samples))
+            if alg == ALGORITHMS[0] and source == SERVER_WIDE[0]:
+                figures.append(Figure(
+                    "1 cold backend", major, "the floor: connect+empty PL/Python call", "ms",
+                    value=median(samples["floor"]), baseline=median(samples["select 1"]),
+                    baseline_label="(connect+select 1)", samples=samples))
     return figures
 
 
-def cold_runners(pg, key):
-    """{name: callable} timing one new connection each, in milliseconds. Both pass the JWK in
-    the startup packet, so the only difference is the session calls."""
-    jwk = tokens.public_jwk(key)
+def cold_samples(pg, key, source, params):
+    """Interleaved samples of cold_runners, with the key configured server-wide meanwhile
+    when `source` says so."""
+    server_wide = source == SERVER_WIDE[1]
+    if server_wide:
+        with pg.connect() as admin:
+            admin.execute(f"alter system set pg_session_jwt.jwk = "
+                          f"'{tokens.public_jwk(key)}'")
+            admin.execute("select pg_reload_conf()")
+    try:
+        return interleave(cold_runners(pg, key, server_wide), rounds=params.cold_samples,
+                          warmup=2)
+    finally:
+        if server_wide:
+            with pg.connect() as admin:
+                admin.execute("alter system reset pg_session_jwt.jwk")
+                admin.execute("select pg_reload_conf()")
 
-    def plain():
-        started = time.perf_counter()
-        with pg.connect(jwk=jwk) as conn:
-            conn.execute("select 1").fetchone()
-        return (time.perf_counter() - started) * 1e3
+
+def cold_runners(pg, key, server_wide=False):
+    """{name: callable} timing one new connection each, in milliseconds. All connect the same
+    way (the JWK in the startup packet unless it is server-wide), so the only difference is
+    the statements."""
+    jwk = None if server_wide else tokens.public_jwk(key)
+
+    def timed(*statements):
+        def run():
+            started = time.perf_counter()
+            with pg.connect(jwk=jwk) as conn:
+                for statement in statements:
+                    conn.execute(statement).fetchone()
+            return (time.perf_counter() - started) * 1e3
+        return run
 
     def session():
         token = tokens.mint(key, sub="bench-user")
@@ -67,7 +113,8 @@ def cold_runners(pg, key):
             raise AssertionError(f"auth.user_id() returned {user!r}, expected 'bench-user'")
         return elapsed
 
-    return {"select 1": plain, "session": session}
+    return {"select 1": timed("select 1"), "floor": timed("select bench.plpython_start()"),
+            "session": session}
 
 
 WARM_SETUP = """

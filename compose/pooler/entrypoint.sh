@@ -40,6 +40,14 @@ default_pool_size = $POOL_SIZE
 max_client_conn = 200
 ; JDBC and others send it; it changes nothing that matters here.
 ignore_startup_parameters = extra_float_digits
+; One server connection serves one client after another, and pgbouncer resets nothing
+; between them in transaction mode unless told to: a WITH HOLD cursor (with the previous
+; client's rows), a session-level SET (search_path, statement_timeout,
+; default_transaction_read_only) or a PREPAREd statement would be there for the next
+; client. DISCARD ALL after every transaction closes, resets and deallocates all of it
+; (and ends any session-level pg_session_jwt session, which app may not start anyway).
+server_reset_query = DISCARD ALL
+server_reset_query_always = 1
 ; Named prepared statements of the protocol (asyncpg's for every query, psycopg 3's past
 ; prepare_threshold, JDBC's) are tracked per client and re-prepared on whichever server
 ; connection serves it: pgbouncer 1.21 or later (this image: Debian's of the base suite,

@@ -15,12 +15,9 @@ from time import time
 
 from .errors import NULL_VALUE_NOT_ALLOWED, OBJECT_NOT_IN_PREREQUISITE_STATE, JwtError
 from .session import Backend
+from .settings import BY_NAME, CONNECTION_START
 
 state = Backend()
-
-# A VOLATILE plpgsql helper that RESETs the settings in a subtransaction it rolls back,
-# so it reads their connection-start values and leaves the session's own untouched.
-CAPTURE = "select * from auth._connection_settings()"
 
 NULL_TOKEN = ("auth.jwt_session_init(): the token is NULL; pass the token text "
               "(to end a session, call auth.jwt_session_end())")
@@ -31,39 +28,86 @@ PARALLEL_MODE = ("pg_session_jwt cannot read the connection's settings in parall
                  "auth.init() before a query that may run in parallel, and do not wrap its "
                  "functions in PARALLEL SAFE ones")
 
+# What is read once per backend: the connection-start settings, and the session setting's
+# own connection-start value (a raw token in the startup packet), which session_scope =
+# transaction tells from a SET one.
+CAPTURED = CONNECTION_START + (BY_NAME["jwt"],)
 
-def capture(plpy, parallel_possible=True):
-    """Read the connection-start settings once per backend. Callers that are PARALLEL
-    UNSAFE (never run in parallel mode) skip the parallel-mode check."""
+
+def capture(plpy):
+    """Read the connection-start settings once per backend, never in parallel mode.
+
+    Each is the setting's reset value: what RESET would restore, i.e. the value from
+    postgresql.conf, ALTER ROLE/DATABASE ... SET or the startup packet, which no SET,
+    set_config, SET LOCAL or function SET clause of the session changes. It is read from the
+    server's memory, without SPI: nothing is planned, compiled or run in a subtransaction.
+
+    Refused in parallel mode — also in the PARALLEL UNSAFE init() and jwt_session_init(),
+    which run there when a PARALLEL SAFE function (an application's PL/pgSQL or SQL
+    function) calls them: a parallel worker's settings are a copy of the leader's current
+    ones, with no connection-start values of their own."""
     if state.settings is not None:
         return
-    if parallel_possible and in_parallel_mode():
+    if in_parallel_mode():
         raise JwtError(OBJECT_NOT_IN_PREREQUISITE_STATE, PARALLEL_MODE)
-    try:
-        rows = plpy.execute(CAPTURE)
-    except plpy.SPIError as exc:
-        # 25000: RESET is refused in parallel mode (what in_parallel_mode() foresees).
-        if getattr(exc, "sqlstate", None) != "25000":
-            raise
-        raise JwtError(OBJECT_NOT_IN_PREREQUISITE_STATE, PARALLEL_MODE) from None
-    state.configure(rows[0], plpy.log)
+    state.configure(connection_start_values(), plpy.log)
+
+
+def connection_start_values():
+    """{name: text or None} of the CAPTURED settings, as they were at connection start."""
+    return {setting.name: reset_value(setting.full_name) for setting in CAPTURED}
+
+
+def reset_value(name):
+    """The value RESET would give setting `name`, or None when it does not exist.
+
+    The server's GetConfigOptionResetString() raises an ERROR for a setting that does not
+    exist (a placeholder nobody set), and an ERROR would jump out of the interpreter: so it
+    is asked only after GetConfigOption(name, missing_ok => true, restrict_privileged =>
+    false), which reports no error, has found the setting. Outside a server (unit tests):
+    None."""
+    global _reset_readers
+    if _reset_readers is None:
+        _reset_readers = _reset_reader_functions()
+    current, reset = _reset_readers
+    encoded = name.encode()
+    if current(encoded, True, False) is None:
+        return None
+    value = reset(encoded)
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+_reset_readers = None
+
+
+def _reset_reader_functions():
+    import ctypes
+
+    server = ctypes.CDLL(None)
+    reset = getattr(server, "GetConfigOptionResetString", None)
+    if reset is None:   # not inside a server: unit tests
+        return (lambda name, missing_ok, restrict: None), None
+    reset.restype = ctypes.c_char_p
+    reset.argtypes = [ctypes.c_char_p]
+    return _config_reader(), reset
 
 
 def in_parallel_mode():
-    """PostgreSQL's IsInParallelMode(), called in the server process itself.
+    """PostgreSQL's IsInParallelMode(), called in the server process itself. Outside a
+    server (unit tests) the symbol does not exist and the answer is False."""
+    global _is_in_parallel_mode
+    if _is_in_parallel_mode is None:
+        import ctypes
 
-    Asked before any SPI call rather than learnt from its error: before PostgreSQL 17,
-    plpy.execute() in parallel mode fails to start its subtransaction with an ERROR that
-    jumps out of the Python interpreter and leaves it unusable for the rest of the backend.
-    Outside a server (unit tests) the symbol does not exist and the answer is False.
-    """
-    import ctypes
+        function = getattr(ctypes.CDLL(None), "IsInParallelMode", None)
+        if function is None:
+            return False
+        function.restype = ctypes.c_bool
+        _is_in_parallel_mode = function
+    return _is_in_parallel_mode()
 
-    function = getattr(ctypes.CDLL(None), "IsInParallelMode", None)
-    if function is None:
-        return False
-    function.restype = ctypes.c_bool
-    return function()
+
+_is_in_parallel_mode = None
 
 
 def transaction_stamp():
@@ -217,7 +261,7 @@ def init_check(plpy):
     """auth._init() (0.2.0): capture the settings and parse the key; None, or
     [sqlstate, message] for auth.init() to raise from PL/pgSQL."""
     try:
-        capture(plpy, parallel_possible=False)
+        capture(plpy)
         state.keys()
     except JwtError as exc:
         return [exc.sqlstate, exc.message]
@@ -232,7 +276,7 @@ def check(plpy, jwt):
     Raising from PL/pgSQL gives a clean ERROR: raised from PL/Python, the message would
     read "plpy.Error: ..." and carry a Python traceback as its CONTEXT."""
     try:
-        capture(plpy, parallel_possible=False)
+        capture(plpy)
         state.verify(jwt, time(), plpy.log)
     except JwtError as exc:
         return [exc.sqlstate, exc.message]
@@ -249,7 +293,7 @@ def start(plpy, jwt, local):
     if local is None:
         return [NULL_VALUE_NOT_ALLOWED, NULL_LOCAL]
     try:
-        capture(plpy, parallel_possible=False)
+        capture(plpy)
         return [None, state.start(jwt, local, time(), transaction_stamp, plpy.log)]
     except JwtError as exc:
         return [exc.sqlstate, exc.message]

@@ -43,9 +43,11 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 
 # A handle cannot be a JWT (no dots), so a value is one or the other, never both.
 HANDLE_PREFIX = "pg_session_jwt:"
-# Session-scoped handles kept for rollbacks (a rolled-back jwt_session_init leaves the
-# previous handle in the setting, which must still work); older ones are forgotten.
-MAX_SESSION_HANDLES = 16
+# Handles kept per scope for rollbacks (a rolled-back jwt_session_init leaves the previous
+# handle in the setting, which must still work); older ones are forgotten, so a backend
+# holds at most this many session-scoped and this many transaction-scoped handles however
+# often a transaction or a connection calls jwt_session_init.
+MAX_HANDLES = 16
 # Random bytes per handle. The kernel is asked for RANDOM_BATCH handles' worth at a time:
 # each handle still gets fresh bytes of its own (none is derived from another, so seeing
 # some handles of a backend says nothing about the next), for one getrandom() call per
@@ -342,14 +344,12 @@ class Backend:
             if stamp != self._local_stamp:
                 # Handles of finished transactions can never work again: forget them.
                 self._local_handles, self._local_stamp = {}, stamp
-            entry = Entry(self._new_handle(), session, stamp)
-            self._local_handles[entry.key] = entry
+            handles, entry = self._local_handles, Entry(self._new_handle(), session, stamp)
         else:
-            handles = self._session_handles
-            while len(handles) >= MAX_SESSION_HANDLES:
-                del handles[next(iter(handles))]
-            entry = Entry(self._new_handle(), session)
-            handles[entry.key] = entry
+            handles, entry = self._session_handles, Entry(self._new_handle(), session)
+        while len(handles) >= MAX_HANDLES:
+            del handles[next(iter(handles))]
+        handles[entry.key] = entry
         self.current = entry
         return entry.key
 

@@ -2,8 +2,8 @@
 
 The table below is the one description of the extension's settings (as
 neondatabase/pg_session_jwt's gucs.rs is for the original). `session.Settings` takes its
-defaults from it, a unit test holds the SQL capture function `auth._connection_settings()`
-to exactly the connection-start rows, and the image's configuration checks and the
+defaults from it, `pl.capture` reads exactly its connection-start rows (and the session
+setting's connection-start value), and the image's configuration checks and the
 README's settings table are meant to be read from or tested against it.
 
 "Read at connection start" means the value in effect when the server connection started

@@ -231,3 +231,12 @@ def test_pooled_scripts_differ_only_in_how_identity_is_set():
         ours, baseline = ours.replace(old, new), baseline.replace(old, new)
     assert ours == baseline
     assert "require_jti = off" in bench_pgbench.POOLED_SETUP
+
+
+def test_the_pooled_reset_is_the_dev_stack_pooler_s_after_the_same_transaction():
+    scripts = bench_pgbench.POOLED_SCRIPTS
+    reset = bench_pgbench.RESET_QUERY
+    assert scripts["pg_session_jwt_reset"] == f"{scripts['pg_session_jwt']}{reset};\n"
+    pooler = (ROOT / "compose" / "pooler" / "entrypoint.sh").read_text()
+    assert f"server_reset_query = {reset}\n" in pooler
+    assert "server_reset_query_always = 1\n" in pooler

@@ -26,7 +26,7 @@ def test_quick_bench_runs_every_container_scenario(tmp_path, capsys, docker_clie
     assert not [f for f in figures if f["error"]], out
     scenarios = {f["scenario"] for f in figures}
     assert scenarios == {"1 cold backend", "2 warm verification", "3 per-row RLS",
-                         "4 pgbench end to end", "6 pooled reuse"}
+                         "4 pgbench end to end", "6 pooled reuse", "6 pooled reset cost"}
     assert all(f["value"] > 0 and f["baseline"] > 0 for f in figures)
     assert (tmp_path / "latest.png").stat().st_size > 0
     assert "targets met:" in out

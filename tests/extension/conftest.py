@@ -8,6 +8,7 @@ from pg_session_jwt import pl
 from pg_session_jwt.session import Backend
 
 from tests.support.issuer import Issuer
+from tests.support.jws import FakePlpy
 
 
 @pytest.fixture(scope="session")
@@ -18,9 +19,12 @@ def key(keys):
 
 @pytest.fixture
 def backend(monkeypatch):
-    """A new server process for `pl` (its `state`), in transaction 1 until the test sets
-    `backend["xact"]` to another stamp (what a COMMIT or ROLLBACK does to it)."""
+    """A new server process for `pl` (its `state`), whose connection-start settings are the
+    latest FakePlpy's, in transaction 1 until the test sets `backend["xact"]` to another
+    stamp (what a COMMIT or ROLLBACK does to it)."""
     monkeypatch.setattr(pl, "state", Backend())
+    monkeypatch.setattr(pl, "connection_start_values",
+                        lambda: FakePlpy.latest.connection_start_values())
     stamp = {"xact": 1}
     monkeypatch.setattr(pl, "transaction_stamp", lambda: stamp["xact"])
     return stamp

@@ -1,6 +1,8 @@
 """The same-role attacks through the dev stack's pgbouncer (transaction mode, one server
 connection, so consecutive clients share a backend), as the shared role `app`: each must
-fail to reach another user's identity or rows. The stack is the `stack` fixture
+fail to reach another user's identity or rows, and nothing one client leaves on the server
+connection (a holdable cursor, a session-level SET, a prepared statement) may reach the
+next one. The stack is the `stack` fixture
 (its own instance for this module)."""
 
 import psycopg
@@ -49,15 +51,17 @@ def test_a_session_scoped_identity_is_refused_and_the_next_client_gets_nothing(s
 
 def test_a_raw_token_set_by_one_client_gives_the_next_one_nothing(stack):
     """mallory SETs her own token at session level on the shared server connection; the next
-    client's rows must not become hers (app is held to session_scope = transaction, where only
-    a startup packet's raw token counts: pgbouncer passes none)."""
+    client's rows must not become hers. Two defences, either enough: the pooler's reset
+    (DISCARD ALL) removes the SET before the next client, and app is held to session_scope =
+    transaction, where only a startup packet's raw token counts (pgbouncer passes none)."""
     with stack.connect("pooler", autocommit=True) as planter, \
             stack.connect("pooler", autocommit=True) as victim:
         planter.execute("select set_config('pg_session_jwt.jwt', %s, false)",
                         (stack.token("mallory"),))
         pids = {conn.execute("select pg_backend_pid()").fetchone()[0] for conn in (planter, victim)}
         assert len(pids) == 1, "the pool has one server connection"
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="session_scope"):
+        assert victim.execute("select current_setting('pg_session_jwt.jwt')").fetchone() == ("",)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
             with victim.transaction():
                 victim.execute("insert into todos (title) values ('meant for me')")
         with victim.transaction():
@@ -103,3 +107,82 @@ def test_tokens_passed_as_bind_parameters_stay_out_of_pg_stat_activity(stack):
     assert any("auth.jwt_session_init($1, true)" in query for query in queries), queries
     signature = token.rsplit(".", 1)[1]
     assert not [query for query in queries if signature in query or token in query]
+
+
+def shared_backend(*conns):
+    pids = {conn.execute("select pg_backend_pid()").fetchone()[0] for conn in conns}
+    assert len(pids) == 1, "the pool has one server connection"
+
+
+def admin(stack):
+    settings = stack.settings
+    return psycopg.connect(settings.url("db", "postgres", settings.postgres_password),
+                           autocommit=True, connect_timeout=10)
+
+
+def test_a_holdable_cursor_does_not_reach_the_next_client(stack):
+    """alice declares a WITH HOLD cursor over her rows and commits (psycopg withhold=True,
+    JDBC HOLD_CURSORS_OVER_COMMIT); the next client of the server connection must find no
+    cursor to FETCH her rows from."""
+    with stack.connect("pooler", autocommit=True) as alice, \
+            stack.connect("pooler", autocommit=True) as mallory:
+        with alice.transaction():
+            alice.execute("select auth.jwt_session_init(%s, true)", (stack.token("alice"),))
+            alice.execute("insert into todos (title) values ('held')")
+            alice.execute("declare held cursor with hold for select owner, title from todos")
+        shared_backend(alice, mallory)
+        assert mallory.execute("select count(*) from pg_cursors").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InvalidCursorName):
+            mallory.execute("fetch all from held")
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("default_transaction_read_only", "on"), ("statement_timeout", "1"),
+    ("search_path", "pg_catalog"),
+])
+def test_a_session_level_set_does_not_reach_the_next_client(stack, setting, value):
+    """A client's session-level SET would otherwise break (read only, a 1 ms timeout) or
+    redirect (search_path) every later client of the server connection."""
+    with stack.connect("pooler", autocommit=True) as first, \
+            stack.connect("pooler", autocommit=True) as second:
+        before = second.execute(f"show {setting}").fetchone()[0]
+        shared_backend(first, second)
+        first.execute(f"set {setting} = {psycopg.sql.quote(value)}")
+        assert second.execute(f"show {setting}").fetchone()[0] == before
+        with second.transaction():
+            second.execute("select auth.jwt_session_init(%s, true)", (stack.token("bob"),))
+            second.execute("insert into todos (title) values ('still writable')")
+            assert {row[0] for row in second.execute("select owner from todos")} == {"bob"}
+
+
+def test_a_prepared_statement_does_not_reach_the_next_client(stack):
+    with stack.connect("pooler", autocommit=True) as first, \
+            stack.connect("pooler", autocommit=True) as second:
+        first.execute("prepare leftover as select owner, title from todos")
+        shared_backend(first, second)
+        assert second.execute("select count(*) from pg_prepared_statements").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+            second.execute("execute leftover")
+
+
+def test_a_role_changing_its_own_defaults_is_not_stopped_but_shows(stack):
+    """PostgreSQL lets a role ALTER ROLE itself SET any user-settable parameter, and no event
+    trigger fires for roles, so nothing inside the database can refuse it; what stops it
+    for pg_session_jwt.* (42501) does not extend to other settings. The README says how to
+    find it: this is that query, and the fix, run by the operator."""
+    with stack.connect("pooler", autocommit=True) as app:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("alter role app set pg_session_jwt.session_scope = session")
+        app.execute("alter role app set default_transaction_read_only = on")
+    try:
+        with stack.connect("db", autocommit=True) as later:
+            assert later.execute("show default_transaction_read_only").fetchone() == ("on",)
+        with admin(stack) as conn:
+            found = conn.execute(
+                "select r.rolname, s.setconfig from pg_db_role_setting s "
+                "join pg_roles r on r.oid = s.setrole where r.rolname = 'app'").fetchall()
+            assert ("app", ["pg_session_jwt.session_scope=transaction",
+                            "default_transaction_read_only=on"]) in found
+    finally:
+        with admin(stack) as conn:
+            conn.execute("alter role app reset default_transaction_read_only")

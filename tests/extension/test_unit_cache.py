@@ -92,7 +92,7 @@ def count_verifications(monkeypatch):
     return calls
 
 
-def test_pooled_reuse_verifies_each_token_once(monkeypatch, key):
+def test_pooled_reuse_verifies_each_token_once(monkeypatch, key, backend):
     monkeypatch.setattr(pl, "state", Backend({}))
     plpy = FakePlpy.for_key(key, require_jti="off")
     calls = count_verifications(monkeypatch)
@@ -104,7 +104,7 @@ def test_pooled_reuse_verifies_each_token_once(monkeypatch, key):
     assert sorted(calls) == sorted(tokens)
 
 
-def test_with_require_jti_only_the_current_token_skips_verification(monkeypatch, key):
+def test_with_require_jti_only_the_current_token_skips_verification(monkeypatch, key, backend):
     monkeypatch.setattr(pl, "state", Backend({}))
     plpy = FakePlpy.for_key(key, require_jti="on")
     calls = count_verifications(monkeypatch)
@@ -119,7 +119,7 @@ def test_with_require_jti_only_the_current_token_skips_verification(monkeypatch,
     assert len(pl.state.cache) == 0
 
 
-def test_expired_cached_token_is_refused(monkeypatch, key):
+def test_expired_cached_token_is_refused(monkeypatch, key, backend):
     monkeypatch.setattr(pl, "state", Backend({}))
     plpy = FakePlpy.for_key(key, require_jti="off", leeway="0")
     now = [NOW]

@@ -8,7 +8,7 @@ from pg_session_jwt import keys, pl
 from pg_session_jwt.session import (
     HANDLE_BYTES,
     HANDLE_PREFIX,
-    MAX_SESSION_HANDLES,
+    MAX_HANDLES,
     RANDOM_BATCH,
     Backend,
 )
@@ -93,11 +93,16 @@ def test_a_new_transaction_forgets_the_last_ones_handles(key, backend):
         refused("23514", "does not know", pl.user_id, plpy, handle, None)
 
 
-def test_session_handles_are_bounded(key):
+@pytest.mark.parametrize("local", [False, True], ids=["session", "transaction"])
+def test_handles_are_bounded_in_either_scope(key, local):
     plpy = FakePlpy.for_key(key)
-    handles = [start(plpy, mint(key, sub=f"u{i}")) for i in range(MAX_SESSION_HANDLES + 2)]
-    assert pl.user_id(plpy, handles[-1], None) == f"u{MAX_SESSION_HANDLES + 1}"
-    refused("23514", "does not know", pl.user_id, plpy, handles[0], None)
+    jwt = mint(key, sub="u")
+    handles = [start(plpy, jwt, local=local) for _ in range(MAX_HANDLES * 100)]
+    # One transaction calling jwt_session_init without end keeps only the last few.
+    assert len(pl.state._local_handles if local else pl.state._session_handles) == MAX_HANDLES
+    assert pl.user_id(plpy, handles[-1], None) == "u"
+    assert pl.user_id(plpy, handles[-MAX_HANDLES], None) == "u"
+    refused("23514", "does not know", pl.user_id, plpy, handles[-MAX_HANDLES - 1], None)
 
 
 def test_a_raw_token_in_the_setting_is_verified_and_used(key):

@@ -63,7 +63,7 @@ def test_no_session_needs_no_capture(key):
     plpy = FakePlpy.for_key(key)
     assert pl.session(plpy, None, None) == "null"
     assert [g(plpy, "", "") for g in GETTERS[1:]] == [None] * 4
-    assert plpy.queries == []
+    assert plpy.captures == 0
 
 
 def test_settings_are_captured_once_per_backend(key):
@@ -72,7 +72,7 @@ def test_settings_are_captured_once_per_backend(key):
     pl.init(plpy)
     for _ in range(3):
         pl.user_id(plpy, pl.verify(plpy, mint(key, sub="a")), None)
-    assert plpy.queries == [pl.CAPTURE]
+    assert plpy.captures == 1
 
 
 def test_getter_verifies_a_token_it_has_not_seen(key, monkeypatch):
@@ -202,34 +202,70 @@ def test_without_a_key_a_token_yields_nothing(key):
     raises("02000", "Missing runtime parameter", pl.verify, plpy, jwt)
 
 
-def test_capture_refused_in_parallel_mode_fails_closed(key):
-    plpy = FakePlpy.for_key(key)
-    plpy.execute_error = FakePlpy.SPIError("cannot set parameters during a parallel operation", "25000")
-    message = raises("55000", "call auth.init()", pl.user_id, plpy, mint(key, sub="a"), None)
-    assert "parallel" in message
-    assert pl.state.settings is None
-
-
-def test_getters_do_not_even_try_to_capture_in_parallel_mode(key, monkeypatch):
+def test_no_entry_point_even_tries_to_capture_in_parallel_mode(key, monkeypatch):
     plpy = FakePlpy.for_key(key)
     monkeypatch.setattr(pl, "in_parallel_mode", lambda: True)
     for getter in GETTERS:
         raises("55000", "parallel mode", getter, plpy, mint(key, sub="a"), None)
-    assert plpy.queries == []
-    # init() and jwt_session_init() are PARALLEL UNSAFE: they never run in parallel mode.
+    # init() and jwt_session_init() are PARALLEL UNSAFE, yet run in parallel mode when a
+    # PARALLEL SAFE function calls them: they must not reach SPI there either.
+    raises("55000", "parallel mode", pl.init, plpy)
+    assert pl.init_check(plpy)[0] == "55000"
+    assert pl.start(plpy, mint(key, sub="a"), True)[0] == "55000"
+    assert pl.check(plpy, mint(key, sub="a"))[0] == "55000"
+    assert plpy.captures == 0 and pl.state.settings is None
+    monkeypatch.setattr(pl, "in_parallel_mode", lambda: False)
     pl.init(plpy)
-    assert plpy.queries == [pl.CAPTURE]
+    assert plpy.captures == 1
 
 
 def test_parallel_mode_is_false_outside_a_server():
     assert pl.in_parallel_mode() is False
 
 
-def test_other_capture_failures_propagate(key):
-    plpy = FakePlpy.for_key(key)
-    plpy.execute_error = FakePlpy.SPIError("function auth._connection_settings() does not exist", "42883")
-    with pytest.raises(FakePlpy.SPIError):
-        pl.init(plpy)
+class FakeServerSettings:
+    """GetConfigOption and GetConfigOptionResetString of a server with `current` and
+    `reset` values (bytes); asking for the reset value of a missing setting is an ERROR."""
+
+    def __init__(self, current, reset):
+        self.current, self.reset_values, self.asked = current, reset, []
+
+    def get(self, name, missing_ok, restrict):
+        assert missing_ok is True and restrict is False
+        return self.current.get(name)
+
+    def reset(self, name):
+        self.asked.append(name)
+        if name not in self.current:
+            raise AssertionError("ERROR: unrecognized configuration parameter")
+        return self.reset_values.get(name)
+
+
+def test_reset_values_are_read_only_for_settings_that_exist(monkeypatch):
+    server = FakeServerSettings(
+        current={b"pg_session_jwt.jwk": b"set-by-session", b"pg_session_jwt.audience": b"",
+                 b"pg_session_jwt.issuer": b"x"},
+        reset={b"pg_session_jwt.jwk": b"from-startup", b"pg_session_jwt.audience": b"",
+               b"pg_session_jwt.issuer": b"\xff\xfe"})
+    monkeypatch.setattr(pl, "_reset_readers", (server.get, server.reset))
+    assert pl.reset_value("pg_session_jwt.jwk") == "from-startup"
+    assert pl.reset_value("pg_session_jwt.audience") == ""
+    assert pl.reset_value("pg_session_jwt.leeway") is None
+    assert pl.reset_value("pg_session_jwt.issuer") == "\ufffd\ufffd"
+    assert b"pg_session_jwt.leeway" not in server.asked
+
+
+def test_the_captured_settings_are_the_connection_start_rows_and_the_session_setting():
+    from pg_session_jwt import settings
+
+    names = {s.name for s in pl.CAPTURED}
+    assert names == {s.name for s in settings.SETTINGS}
+    assert {s.name for s in settings.SETTINGS if not s.connection_start} == {"jwt"}
+
+
+def test_outside_a_server_no_setting_exists(monkeypatch):
+    monkeypatch.setattr(pl, "_reset_readers", None)
+    assert pl.reset_value("pg_session_jwt.jwk") is None
 
 
 def test_errors_never_contain_the_key_or_the_token(key):

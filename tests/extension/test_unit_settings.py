@@ -1,5 +1,5 @@
 """The one table of the extension's settings (pg_session_jwt/settings.py): what reads it
-agrees with it, and the SQL capture function covers exactly its connection-start rows."""
+agrees with it."""
 
 import re
 
@@ -11,40 +11,6 @@ from pg_session_jwt.session import Settings
 from builder.matrix import ROOT
 
 EXTENSION = ROOT / "extension"
-SQL_DIR = EXTENSION / "sql"
-CAPTURE = re.compile(r"CREATE FUNCTION auth\._connection_settings\((?P<args>.*?)\)(?P<body>.*?)\n\$\$;",
-                     re.S)
-
-
-def version_key(path):
-    """Sort key of a script by the version it makes (the last version in its name)."""
-    last = path.name.removesuffix(".sql").split("--")[-1]
-    return [int(part) for part in last.split(".")]
-
-
-def latest_capture_function():
-    """(OUT names, RESET names, current_setting names) of the newest definition of
-    auth._connection_settings() in extension/sql."""
-    found = None
-    for path in sorted(SQL_DIR.glob("pg_session_jwt--*.sql"), key=version_key):
-        for match in CAPTURE.finditer(path.read_text()):
-            found = match
-    assert found, f"no script in {SQL_DIR} creates auth._connection_settings()"
-    outs = re.findall(r"OUT (\w+)", found["args"])
-    resets = re.findall(r"RESET pg_session_jwt\.(\w+);", found["body"])
-    reads = re.findall(r"current_setting\('pg_session_jwt\.(\w+)', true\)", found["body"])
-    return outs, resets, reads
-
-
-def test_the_capture_function_covers_exactly_the_connection_start_settings():
-    # ... and the session setting's own connection-start value (a raw token in the startup
-    # packet), which session_scope = transaction needs to tell from a SET one.
-    wanted = sorted([s.name for s in table.CONNECTION_START] + ["jwt"])
-    outs, resets, reads = latest_capture_function()
-    assert sorted(outs) == wanted, "OUT columns of auth._connection_settings()"
-    assert sorted(resets) == wanted, "RESETs of auth._connection_settings()"
-    assert sorted(reads) == wanted, "current_setting() calls of auth._connection_settings()"
-
 
 def test_the_session_token_is_the_one_setting_read_at_every_call():
     assert [s.name for s in table.SETTINGS if not s.connection_start] == ["jwt"]

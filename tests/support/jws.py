@@ -69,31 +69,27 @@ class PlpyError(Exception):
 
 
 class FakePlpy:
-    """The part of plpy that pg_session_jwt.pl uses. `settings` is what
-    auth._connection_settings() returns; `execute_error` makes that call fail."""
+    """The part of plpy that pg_session_jwt.pl uses, and the server behind it: `settings`
+    are the connection-start values that pl.connection_start_values() reads there (the
+    `backend` fixture points it at the latest FakePlpy), `captures` counts those reads."""
 
-    class SPIError(Exception):
-        def __init__(self, message, sqlstate):
-            super().__init__(message)
-            self.sqlstate = sqlstate
+    latest = None
 
     def __init__(self, jwk=None, **settings):
         self.settings = {"jwk": jwk, "audience": None, "issuer": None, "leeway": "60",
                          "require_jti": "on", "audit_log": "off", "max_token_bytes": "16384"}
         self.settings.update(settings)
-        self.queries = []
+        self.captures = 0
         self.logs = []
-        self.execute_error = None
+        FakePlpy.latest = self
 
     @classmethod
     def for_key(cls, key, **settings):
         return cls(public_jwk(key), **settings)
 
-    def execute(self, query):
-        self.queries.append(query)
-        if self.execute_error is not None:
-            raise self.execute_error
-        return [dict(self.settings)]
+    def connection_start_values(self):
+        self.captures += 1
+        return dict(self.settings)
 
     def error(self, message, sqlstate=None):
         raise PlpyError(message, sqlstate)
