@@ -81,7 +81,9 @@ def main():
     print(json.dumps(out))
     apart = (out["alice"] == out["alice_pipelined"] == ["alice"]
              and out["bob"] == out["bob_pipelined"] == ["bob"]
-             and out["anonymous"] == out["anonymous_after"] == [])
+             and out["anonymous"] == out["anonymous_after"] == []
+             # The statements really were prepared on the server (also through pgbouncer).
+             and out["alice_prepared"] > 0 and out["bob_prepared"] > 0)
     raise SystemExit(0 if apart else "rows were not kept apart")
 
 

@@ -11,6 +11,7 @@ The SQL functions of the extension (extension/sql/) are thin PL/Python wrappers 
     token    compact JWS parsing, header checks, signature verification
     claims   jti / nbf / exp / aud / iss checks
     session  per-backend state: captured settings, parsed key, verified-claims cache
+    refusals reason codes of refusals and the LOG line of pg_session_jwt.log_refusals
     pl       the glue called from SQL; the only module that talks to plpy
 
 This package never imports jwcrypto or `cryptography`: signatures are verified by

@@ -23,7 +23,7 @@ connections too.
 
 import os
 
-from . import cache, keys, refusals, token
+from . import cache, keys, token
 from . import claims as claim_checks
 from .encoding import json_dumps, json_loads
 from .errors import (
@@ -326,6 +326,8 @@ class Backend:
             return
         exc.logged = True
         if self.settings.log_refusals and self.log is not None:
+            from . import refusals  # only where the log is on: off the cold path
+
             self.log(refusals.line(exc, token, self.settings.max_token_bytes))
 
     def verify(self, jwt, now, audit=None):

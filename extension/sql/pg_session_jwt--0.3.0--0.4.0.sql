@@ -2,23 +2,21 @@
 
 \echo Use "ALTER EXTENSION pg_session_jwt UPDATE TO '0.4.0'" to load this file. \quit
 
--- === Connection-start settings without SPI ======================================
---
--- The connection-start settings are read from the server's memory (each setting's reset
+-- === Connection-start settings without SPI ===============================-- The connection-start settings are read from the server's memory (each setting's reset
 -- value, what RESET would restore: pg_session_jwt/pl.py, capture()) instead of through SPI
 -- by this function, which RESET them in a subtransaction. That removes the only SPI call of
 -- the extension (in parallel mode before PostgreSQL 17 it could wreck the interpreter), and
 -- a PL/pgSQL compile, a plan and a subtransaction from every new connection's first call.
 DROP FUNCTION auth._connection_settings();
 
--- === Clients: Supabase-style getters and visible refusals ========================
---
+-- === Clients: Supabase-style getters and visible refusals =================--
 --   * auth.role() and auth.email(): the `role` and `email` claims, as Supabase's helpers
 --     of the same names, so that policies written for Supabase run unchanged. Same rules
 --     as auth.user_id(): NULL without a session, 42804 when a verified claim is not text;
 --     inlinable SQL wrappers over PL/Python helpers that take pg_session_jwt.jwt.
 --   * pg_session_jwt.log_refusals (read at connection start like every setting): one LOG
---     line per refused token with a stable reason code (pg_session_jwt/refusals.py).
+--     line per refused token with a stable reason code (pg_session_jwt/refusals.py). It
+--     needs no SQL: the connection-start settings are the rows of settings.py.
 
 CREATE FUNCTION auth._role(jwt pg_catalog.text) RETURNS pg_catalog.text
 LANGUAGE plpython3u STABLE PARALLEL RESTRICTED
