@@ -2,14 +2,17 @@
 
 \echo Use "ALTER EXTENSION pg_session_jwt UPDATE TO '0.4.0'" to load this file. \quit
 
--- === Connection-start settings without SPI ===============================-- The connection-start settings are read from the server's memory (each setting's reset
+-- === Connection-start settings without SPI ==========================================
+--
+-- The connection-start settings are read from the server's memory (each setting's reset
 -- value, what RESET would restore: pg_session_jwt/pl.py, capture()) instead of through SPI
 -- by this function, which RESET them in a subtransaction. That removes the only SPI call of
 -- the extension (in parallel mode before PostgreSQL 17 it could wreck the interpreter), and
 -- a PL/pgSQL compile, a plan and a subtransaction from every new connection's first call.
 DROP FUNCTION auth._connection_settings();
 
--- === Clients: Supabase-style getters and visible refusals =================--
+-- === Supabase-style getters and visible refusals ======================================
+--
 --   * auth.role() and auth.email(): the `role` and `email` claims, as Supabase's helpers
 --     of the same names, so that policies written for Supabase run unchanged. Same rules
 --     as auth.user_id(): NULL without a session, 42804 when a verified claim is not text;
@@ -50,8 +53,9 @@ RETURN auth._email(pg_catalog.current_setting('pg_session_jwt.jwt', true));
 COMMENT ON FUNCTION auth.email() IS
     'the email claim of the session (as Supabase''s auth.email()); NULL without a session';
 
--- ---------------------------------------------------------------------------------------
--- Key sets: auth.key_sets() shows the operator, per key source of this connection
+-- === What the operator can see of the key sets ========================================
+--
+-- auth.key_sets() shows the operator, per key source of this connection
 -- (pg_session_jwt.jwk, PG_SESSION_JWT_JWKS_URL, or each issuer of PG_SESSION_JWT_ISSUERS),
 -- the kids in use, the keys skipped with the reason (an identity provider's encryption key,
 -- an algorithm or curve this extension does not verify), when the set was fetched and is
@@ -75,4 +79,3 @@ return f(plpy)
 $$;
 COMMENT ON FUNCTION auth.key_sets() IS
     'the key sets this connection verifies tokens with: per issuer, the kids in use, the keys skipped and why, fetch times and the last failure';
--- End of the key sets section.
