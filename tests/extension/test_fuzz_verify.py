@@ -21,7 +21,7 @@ import os
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pg_session_jwt import errors, keys
 from pg_session_jwt.errors import JwtError
@@ -299,4 +299,6 @@ PART = st.one_of(st.binary(max_size=40).map(b64), st.text(max_size=20), JSON_VAL
                  st.lists(PART, min_size=1, max_size=6).map(".".join),
                  st.binary(max_size=200).map(lambda b: b.decode("latin-1"))))
 def test_random_structures_are_refused_with_a_jwt_error(token):
+    # Three parts of GENUINE[0] drawn in their order are that genuine token again.
+    assume(token not in GENUINE)
     assert verify(token) is None
