@@ -10,7 +10,7 @@ refused token through `reason()` and fails on a message this table no longer rec
 The log line names what helps find the cause and nothing that would let a reader of the
 log use the token: the `kid` and `iss` as the token states them (parsed from its header
 and payload for the log only, never trusted for anything), `sub` only when the signature
-had verified (the raiser says so through `settle`, nothing is inferred from the message),
+had verified (the raiser says so, setting `exc.signed`; nothing is inferred from the message),
 never the token or any of its base64url parts.
 """
 
@@ -61,23 +61,14 @@ MAX_SHOWN = 64
 
 
 def reason(exc):
-    """The reason code of JwtError `exc`: the one fixed where it was raised (see `settle`),
-    else the table's match of its message."""
-    fixed = getattr(exc, "reason", None)
-    if fixed is not None:
-        return fixed
+    """The reason code of JwtError `exc`, from its message as first raised: a raiser that
+    extends the message with text taken from the token (a kid, an issuer) keeps the first
+    one in `exc.reason_message`, so that the token cannot pick its own reason code."""
+    message = getattr(exc, "reason_message", exc.message)
     for sqlstate, phrase, code in REASONS:
-        if exc.sqlstate == sqlstate and phrase in exc.message:
+        if exc.sqlstate == sqlstate and phrase in message:
             return code
     return OTHER
-
-
-def settle(exc, signed):
-    """Fix `exc`'s reason code now, before its message is extended with text taken from the
-    token (a kid, an issuer) that the table could otherwise match; and record whether the
-    token's signature had verified when it was refused — only then is its `sub` logged."""
-    exc.reason = reason(exc)
-    exc.signed = signed
 
 
 def _part(parts, index):

@@ -204,7 +204,7 @@ class Session:
             if begun is not None and begun <= self.expires:
                 return
             exc = JwtError(CHECK_VIOLATION, "Token used after it has expired")
-            refusals.settle(exc, signed=True)   # a session's claims were verified
+            exc.signed = True   # a session's claims were verified: the refusal log may show sub
             raise exc
 
 
@@ -355,7 +355,7 @@ class Backend:
                     self._verified, self._verified_keys = session, keyset
                     return session
         except JwtError as exc:
-            refusals.settle(exc, signed=True)   # verified before, refused now in time
+            exc.signed = True   # verified before, refused now in time
             raise
         try:
             claims, text = token.verify(jwt, keyset, settings.max_token_bytes)
@@ -368,7 +368,7 @@ class Backend:
         try:
             jti = claim_checks.check(claims, settings, now, self.last_jti)
         except JwtError as exc:
-            refusals.settle(exc, signed=True)
+            exc.signed = True
             raise
         session = Session(jwt, claims, text, claim_checks.expires(claims, settings.leeway), True)
         if jti is not None:
@@ -394,7 +394,7 @@ class Backend:
             try:
                 verified.check_expiry(now)
             except JwtError as exc:
-                refusals.settle(exc, signed=True)
+                exc.signed = True
                 raise
             return verified
         parsed = token.split(jwt, settings.max_token_bytes)
@@ -431,7 +431,9 @@ class Backend:
             issuer.check_audience(claims)
             expires = claim_checks.expires(claims, settings.leeway)
         except JwtError as exc:
-            refusals.settle(exc, signed)
+            # For the refusal log (refusals.py): whether the signature had verified, and the
+            # message before text taken from the token is added to it.
+            exc.signed, exc.reason_message = signed, exc.message
             kid = parsed[2]
             shown = repr(kid) if isinstance(kid, str) and len(kid) <= 64 else "(none)"
             # The same exception, its message extended: whatever else it carries stays.
