@@ -8,6 +8,7 @@
     jwks_fakes   a clock and an issuer for the JWKS unit tests
     ports        free host ports
     registry     a real container registry (Debian's docker-registry) in a container
+    sodium       libsodium for the host's tests: the copy PyNaCl bundles
     load         the multi-user RLS load generator of the stress tests
     LOG_DIR      where tests keep the logs of what failed
 """
