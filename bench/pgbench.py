@@ -176,12 +176,24 @@ class ContainerPgbench:
         pass
 
 
+def host_pgbench_works():
+    """Whether this machine runs pgbench itself. Debian's postgresql-client puts a pgbench on
+    PATH that only says which server package to install (the program is in postgresql-NN)."""
+    if shutil.which("pgbench") is None:
+        return False
+    try:
+        return subprocess.run(["pgbench", "--version"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def alternate(pg, user, password, key, scripts, params, prefix=""):
     """({script name: [tps per run]}, where pgbench ran): each of `scripts` run by `user`
     params.pgbench_rounds times, alternating, with `key`'s JWK in the startup packet."""
     env = {"PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10",
            "PGOPTIONS": tokens.pgoptions_value(tokens.public_jwk(key))}
-    runner = (HostPgbench if shutil.which("pgbench") else ContainerPgbench)(pg, env)
+    runner = (HostPgbench if host_pgbench_works() else ContainerPgbench)(pg, env)
     samples = {name: [] for name in scripts}
     try:
         paths = {name: runner.script(f"{prefix}{name}", text) for name, text in scripts.items()}

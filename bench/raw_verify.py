@@ -28,6 +28,8 @@ import sys
 import time
 
 P = ctypes.c_void_p
+# Debian's libsodium, newest soname first (the host's tests load a file by path instead).
+SONAMES = ("libsodium.so.26", "libsodium.so.23")
 
 
 def b64decode(text):
@@ -35,7 +37,7 @@ def b64decode(text):
 
 
 def sodium_verifier(raw):
-    for soname in ("libsodium.so.26", "libsodium.so.23"):
+    for soname in SONAMES:
         try:
             lib = ctypes.CDLL(soname)
             break

@@ -14,6 +14,7 @@ from bench import session as bench_session
 from bench.report import Figure, Target
 from builder.matrix import ROOT
 from devtools.jwt import generate_key, mint
+from tests.support import sodium as bundled_sodium
 
 
 def test_median_and_summary():
@@ -194,8 +195,15 @@ def test_rows_setup_gives_each_form_its_own_table():
     assert "generate_series(1, 1000)" in sql
 
 
+@pytest.fixture
+def sodium():
+    """bench/raw_verify.py loading the bundled libsodium (tests/support/sodium.py)."""
+    with bundled_sodium.bound(bench_raw_verify):
+        yield
+
+
 @pytest.mark.parametrize("alg", ["EdDSA", "ES256", "ES384", "ES512", "RS256", "PS384"])
-def test_raw_verify_baseline_verifies_and_rejects(alg):
+def test_raw_verify_baseline_verifies_and_rejects(alg, sodium):
     key = generate_key(alg)
     batches = [[mint(key, sub="a") for _ in range(3)] for _ in range(2)]
     spec = {"alg": alg, "key": bench_session.raw_verify_key(key), "batches": batches}
@@ -207,7 +215,7 @@ def test_raw_verify_baseline_verifies_and_rejects(alg):
         bench_raw_verify.run({**spec, "batches": [[forged]]})
 
 
-def test_raw_verify_times_one_batch_when_asked():
+def test_raw_verify_times_one_batch_when_asked(sodium):
     key = generate_key("EdDSA")
     spec = {"alg": "EdDSA", "key": bench_session.raw_verify_key(key),
             "batches": [[mint(key, sub="a")], [mint(key, sub="b"), mint(key, sub="c")]]}
@@ -240,3 +248,16 @@ def test_the_pooled_reset_is_the_dev_stack_pooler_s_after_the_same_transaction()
     pooler = (ROOT / "compose" / "pooler" / "entrypoint.sh").read_text()
     assert f"server_reset_query = {reset}\n" in pooler
     assert "server_reset_query_always = 1\n" in pooler
+
+
+@pytest.mark.parametrize("exit_code, works", [(0, True), (1, False)])
+def test_a_pgbench_that_only_names_a_package_is_not_used(tmp_path, monkeypatch, exit_code, works):
+    """Debian's postgresql-client installs a pgbench wrapper that exits 1 without a server
+    package; the benchmark then runs the image's pgbench instead."""
+    fake = tmp_path / "pgbench"
+    fake.write_text(f"#!/bin/sh\nexit {exit_code}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert bench_pgbench.host_pgbench_works() is works
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert bench_pgbench.host_pgbench_works() is False

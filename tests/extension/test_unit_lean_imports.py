@@ -15,6 +15,7 @@ from pg_session_jwt.encoding import json_dumps
 
 from builder.matrix import ROOT
 from devtools.jwt import ALGORITHMS, generate_key, mint, public_jwk
+from tests.support import sodium
 
 # The interpreter below runs isolated (-S -I, as cold as a new backend): it finds the package
 # where the image puts it on its path, here the source folder.
@@ -35,6 +36,9 @@ def test_verifying_imports_nothing_heavy(alg):
     program = (
         "import sys\n"
         f"sys.path.insert(0, {str(EXTENSION)!r})\n"
+        # libsodium as in the image: the bundled copy (tests/support/sodium.py) stands in for it
+        "from pg_session_jwt import libsodium\n"
+        f"libsodium.SONAMES = ({sodium.library_path()!r},)\n"
         "from pg_session_jwt.session import Backend\n"
         "jwk, jwt = sys.stdin.read().split('\\n')\n"
         "backend = Backend()\n"

@@ -2,15 +2,11 @@
 and where libsodium is stricter than OpenSSL (small-order points, non-canonical encodings)
 the tests below say so — and keys.py refuses such keys whichever library verifies.
 
-The library is the libsodium that PyNaCl bundles (a pinned wheel, requirements-dev.txt), loaded
-through the extension's own libsodium.py with ctypes in place of the soname it looks up in the
-image, so the host needs no libsodium package. It is the same C library as Debian's
-libsodium23/26; tests/extension/test_crypto_libraries.py checks that the image's own one is
-what each backend uses.
+The library is the one PyNaCl bundles (tests/support/sodium.py), loaded through the
+extension's own libsodium.py: the host needs no libsodium package.
 """
 
 import hashlib
-import importlib.util
 import json
 import os
 
@@ -21,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from pg_session_jwt import keys, libcrypto, libsodium
 from pg_session_jwt.errors import JwtError
 
+from tests.support import sodium as bundled_sodium
 from tests.support.jws import b64
 
 L = 2**252 + 27742317777372353535851937790883648493   # RFC 8032's group order
@@ -32,15 +29,11 @@ IDENTITY_NON_CANONICAL = (P + 1).to_bytes(32, "little")
 
 @pytest.fixture(scope="module")
 def sodium():
-    """libsodium.py bound to PyNaCl's libsodium for this module (keys.py included)."""
-    spec = importlib.util.find_spec("nacl._sodium")
-    if spec is None:
-        pytest.fail("PyNaCl is missing from this Python: run the tests from .venv (`make venv`)")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(libsodium, "SONAMES", (spec.origin,))
-        patch.setattr(libsodium, "_lib", False)  # looked up again, from that file
+    """libsodium.py (and so keys.py) bound to the bundled libsodium for this module."""
+    with bundled_sodium.bound(libsodium):
         if libsodium.library() is None:
-            pytest.fail(f"{spec.origin} does not export libsodium's crypto_sign_verify_detached")
+            pytest.fail(f"{bundled_sodium.library_path()} does not export libsodium's "
+                        "crypto_sign_verify_detached")
         yield
 
 

@@ -9,6 +9,7 @@
     providers    look-alikes of real identity providers' JWK Sets and tokens, and their recipes
     ports        free host ports
     registry     a real container registry (Debian's docker-registry) in a container
+    sodium       libsodium for the host's tests: the copy PyNaCl bundles
     load         the multi-user RLS load generator of the stress tests
     LOG_DIR      where tests keep the logs of what failed
 """
