@@ -72,18 +72,25 @@ def cold_samples(pg, key, source, params):
     when `source` says so."""
     server_wide = source == SERVER_WIDE[1]
     if server_wide:
-        with pg.connect() as admin:
-            admin.execute(f"alter system set pg_session_jwt.jwk = "
-                          f"'{tokens.public_jwk(key)}'")
-            admin.execute("select pg_reload_conf()")
+        server_wide_key(pg, tokens.public_jwk(key))
     try:
         return interleave(cold_runners(pg, key, server_wide), rounds=params.cold_samples,
                           warmup=2)
     finally:
         if server_wide:
-            with pg.connect() as admin:
-                admin.execute("alter system reset pg_session_jwt.jwk")
-                admin.execute("select pg_reload_conf()")
+            server_wide_key(pg, None)
+
+
+def server_wide_key(pg, jwk):
+    """Configure `jwk` server-wide (None: no key) and reload. PostgreSQL 15's ALTER SYSTEM
+    knows a custom setting only once the session has a placeholder for it: set one first."""
+    with pg.connect() as admin:
+        admin.execute("select set_config('pg_session_jwt.jwk', '', false)")
+        if jwk is None:
+            admin.execute("alter system reset pg_session_jwt.jwk")
+        else:
+            admin.execute(f"alter system set pg_session_jwt.jwk = '{jwk}'")
+        admin.execute("select pg_reload_conf()")
 
 
 def cold_runners(pg, key, server_wide=False):
