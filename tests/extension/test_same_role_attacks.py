@@ -4,7 +4,7 @@ another identity (or run code inside the extension) and must fail.
 The deployment they model: many end users reach the database as one ordinary role, and
 any of them may run SQL. Here, on one server connection, an "attacker" prepares the
 backend and a "victim" then uses it, as consecutive clients of a pooled server
-connection do; tests/container/test_pooled_attacks.py runs the pooled ones through the
+connection do; tests/extension/test_pooled_attacks.py runs the pooled ones through the
 dev stack's pgbouncer. Covered: name resolution through the caller (pg_temp and a schema
 before pg_catalog), reading the token back, session-scoped identities, tokens in
 pg_stat_activity, fail-open defaults, and the small ones (uuid, NUL claims, user site).
