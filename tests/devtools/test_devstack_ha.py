@@ -44,12 +44,6 @@ def stack(pg_major, image, docker_client, request):
         yield started
 
 
-def admin(stack, service):
-    s = stack.settings
-    return psycopg.connect(s.url(service, "postgres", s.postgres_password), autocommit=True,
-                           connect_timeout=10)
-
-
 def as_user(stack, service, token, sql, params=()):
     """Rows of `sql` run as `app` after jwt_session_init(token, true) in one transaction."""
     with stack.connect(service) as conn, conn.transaction():
@@ -103,7 +97,7 @@ def test_a_node_without_its_cluster_settings_says_which_is_missing(stack, docker
 
 def test_every_node_has_the_extension_in_every_database_and_the_same_roles(stack):
     for node in devstack.HA_NODES:
-        with admin(stack, node) as conn:
+        with stack.admin(node) as conn:
             databases = [r[0] for r in conn.execute(
                 "select datname from pg_database where datallowconn order by 1")]
             assert databases == ["demo", "postgres", "template1"], node
@@ -130,7 +124,7 @@ def test_every_node_verifies_the_issuers_tokens_through_its_jwks_url(stack):
 
 
 def test_the_leader_commits_synchronously(stack):
-    with admin(stack, "db") as conn:
+    with stack.admin("db") as conn:
         assert conn.execute("select pg_is_in_recovery()").fetchone() == (False,)
         assert conn.execute("show synchronous_standby_names").fetchone()[0] not in ("", None)
         states = conn.execute("select sync_state, state from pg_stat_replication").fetchall()
@@ -257,7 +251,7 @@ def test_every_acknowledged_write_is_on_the_new_leader(stack, failover):
         assert w.acked_by(failover.old_address) and w.acked_by_others(failover.old_address)
         # the new leader is one node: nothing was acknowledged anywhere else
         assert len({s for _, s in w.acks}) == 2
-    with admin(stack, "db") as conn:
+    with stack.admin("db") as conn:
         assert conn.execute("select pg_is_in_recovery()").fetchone() == (False,)
         found = {row_id: (owner, 0) for row_id, owner in conn.execute(
             "select id, owner from todos where starts_with(title, %s)", [TITLE_PREFIX])}
@@ -301,9 +295,9 @@ def test_the_old_leader_rejoins_as_a_replica_with_every_acknowledged_write(
     assert len({m["TL"] for m in now.values()}) == 1  # all on the new leader's timeline
     assert rejoined, "neither pg_rewind nor a new copy is in the old leader's log"
     print(f"{failover.old_leader} rejoined: {rejoined[0].split('INFO: ')[-1]}")
-    with admin(stack, "db") as conn:
+    with stack.admin("db") as conn:
         lsn = conn.execute("select pg_current_wal_lsn()").fetchone()[0]
-    with admin(stack, failover.old_leader) as conn:
+    with stack.admin(failover.old_leader) as conn:
         wait_for("replay on the old leader", lambda: conn.execute(
             "select pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]).fetchone()[0], 60)
     for sub, w in failover.writers.items():

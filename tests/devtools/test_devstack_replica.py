@@ -25,18 +25,12 @@ def stack(pg_major, image, docker_client, request):
         yield started
 
 
-def admin(stack, service):
-    s = stack.settings
-    return psycopg.connect(s.url(service, "postgres", s.postgres_password), autocommit=True,
-                           connect_timeout=10)
-
-
 def wait_replayed(stack, timeout=60):
     """Block until the standby has replayed everything the primary has written so far."""
-    with admin(stack, "db") as conn:
+    with stack.admin("db") as conn:
         lsn = conn.execute("select pg_current_wal_lsn()").fetchone()[0]
     deadline = time.monotonic() + timeout
-    with admin(stack, devstack.REPLICA) as conn:
+    with stack.admin(devstack.REPLICA) as conn:
         while time.monotonic() < deadline:
             if conn.execute("select pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]).fetchone()[0]:
                 return
@@ -57,11 +51,11 @@ def test_printed_text_gives_the_replicas_connection_string(stack):
 
 
 def test_replica_is_a_hot_standby_streaming_through_a_slot(stack):
-    with admin(stack, "db") as conn:
+    with stack.admin("db") as conn:
         assert conn.execute("select slot_name, active from pg_replication_slots").fetchall() \
             == [("replica", True)]
         assert conn.execute("select state from pg_stat_replication").fetchall() == [("streaming",)]
-    with admin(stack, devstack.REPLICA) as conn:
+    with stack.admin(devstack.REPLICA) as conn:
         assert conn.execute("select pg_is_in_recovery()").fetchone() == (True,)
         # the same server-wide key as db, from the same environment
         assert conn.execute("select count(*) from pg_extension "
@@ -109,13 +103,13 @@ def test_a_new_replica_takes_over_the_slot_and_catches_up(stack, docker_client):
     subprocess.run(remove, env={**os.environ, **s.compose_env(all_profiles=True)}, check=True,
                    capture_output=True)
     docker_client.volumes.get(f"{s.project}_replica-data").remove()
-    with admin(stack, "db") as conn:
+    with stack.admin("db") as conn:
         assert conn.execute("select active from pg_replication_slots "
                             "where slot_name = 'replica'").fetchone() == (False,)
     devstack.run_compose(stack.compose, s, "up", "-d", "--no-build", devstack.REPLICA)
     devstack.wait_healthy(docker_client, s, timeout=120)
     wait_replayed(stack)
-    with admin(stack, "db") as conn:
+    with stack.admin("db") as conn:
         assert conn.execute("select slot_name, active from pg_replication_slots").fetchall() \
             == [("replica", True)]
     token = stack.token("alice")

@@ -101,9 +101,7 @@ def grows_by(pg, conn, run):
     run()
     before = backend_rss_kb(pg, conn)
     run()
-    growth = backend_rss_kb(pg, conn) - before
-    print(f"RSS growth: {growth} kB")
-    return growth
+    return backend_rss_kb(pg, conn) - before
 
 
 @pytest.mark.slow

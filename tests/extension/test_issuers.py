@@ -8,13 +8,13 @@ files planted with COPY ... TO, and auth.key_sets() for every role.
 import json
 import time
 
-import psycopg
 import pytest
 from pg_session_jwt import jwks
 
 from devtools.jwt import generate_key, mint, public_jwk
 from tests.support import providers
 from tests.support.issuer import REFRESH_MIN, ca_volume
+from tests.support.sql import init_refusal, session_user
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -65,17 +65,6 @@ def app(pg):
     return pg.connect(user="app", password="app-password")
 
 
-def user_of(conn, jwt):
-    conn.execute("select auth.jwt_session_init(%s)", [jwt])
-    return conn.execute("select auth.user_id()").fetchone()[0]
-
-
-def refused(conn, jwt):
-    with pytest.raises(psycopg.Error) as info:
-        conn.execute("select auth.jwt_session_init(%s)", [jwt])
-    return info.value
-
-
 def test_the_server_starts_with_every_provider_and_names_the_skipped_keys(setup, looks):
     pg, _, _ = setup
     logs = pg.logs()
@@ -91,15 +80,15 @@ def test_each_provider_token_is_accepted_and_checked(setup, looks, name):
     pg, _, _ = setup
     look = looks[name]
     with app(pg) as conn:
-        assert user_of(conn, look.token()) == look.user
+        assert session_user(conn, look.token()) == look.user
         if not look.entry.get("allow_any_audience"):
             claim = look.entry.get("audience_claim", "aud")
-            error = refused(conn, look.token(**{claim: "another-app"}))
+            error = init_refusal(conn, look.token(**{claim: "another-app"}))
             assert error.sqlstate == "23514" and "does not match the audience" in str(error)
-        error = refused(conn, look.token(iss=look.issuer.rstrip("/") + "/x"))
+        error = init_refusal(conn, look.token(iss=look.issuer.rstrip("/") + "/x"))
         assert "is not one of the issuers this server trusts" in str(error)
         forged = generate_key(look.signing_key.get("alg"), kid=look.signing_key.get("kid"))
-        error = refused(conn, look.token(key=forged))
+        error = init_refusal(conn, look.token(key=forged))
         assert "invalid JWT signature" in str(error) and look.issuer in str(error)
 
 
@@ -108,7 +97,7 @@ def test_a_token_naming_keycloaks_encryption_key_is_told_why(setup, looks):
     kc = looks["keycloak"]
     enc = next(m for m in kc.members if m.get("use") == "enc")
     with app(pg) as conn:
-        error = refused(conn, kc.token(header={"alg": "RS256", "kid": enc["kid"]}))
+        error = init_refusal(conn, kc.token(header={"alg": "RS256", "kid": enc["kid"]}))
     assert f"JWT 'kid' {enc['kid']!r} is an encryption key" in str(error)
 
 
@@ -116,12 +105,12 @@ def test_a_shared_kid_verifies_only_with_the_keys_of_the_tokens_issuer(setup, sh
     pg, _, _ = setup
     a_key, b_key = shared_kid
     with app(pg) as conn:
-        assert user_of(conn, mint(a_key, sub="alice", claims={"iss": "https://a.example",
+        assert session_user(conn, mint(a_key, sub="alice", claims={"iss": "https://a.example",
                                                                "aud": "db"})) == "alice"
-        assert user_of(conn, mint(b_key, sub="bob", claims={"iss": "https://b.example",
+        assert session_user(conn, mint(b_key, sub="bob", claims={"iss": "https://b.example",
                                                              "aud": "db"})) == "bob"
         # A's key signing a token that claims to be B's.
-        error = refused(conn, mint(a_key, sub="mallory", claims={"iss": "https://b.example",
+        error = init_refusal(conn, mint(a_key, sub="mallory", claims={"iss": "https://b.example",
                                                                   "aud": "db"}))
         assert "invalid JWT signature" in str(error)
         assert "issuer 'https://b.example', kid '2026-01'" in str(error)
@@ -150,11 +139,11 @@ def test_one_issuer_going_away_leaves_the_others_working(setup, looks, shared_ki
         time.sleep(REFRESH_MIN + 1.5)   # both shared-kid sets are stale (max-age=1)
         for i in range(3):
             with app(pg) as conn:
-                assert user_of(conn, mint(b_key, sub=f"b{i}", claims={
+                assert session_user(conn, mint(b_key, sub=f"b{i}", claims={
                     "iss": "https://b.example", "aud": "db"})) == f"b{i}"   # kept set
-                assert user_of(conn, mint(a_key, sub=f"a{i}", claims={
+                assert session_user(conn, mint(a_key, sub=f"a{i}", claims={
                     "iss": "https://a.example", "aud": "db"})) == f"a{i}"
-                assert user_of(conn, looks["google"].token()) == looks["google"].user
+                assert session_user(conn, looks["google"].token()) == looks["google"].user
             time.sleep(REFRESH_MIN / 2)
         with app(pg) as conn:
             row = conn.execute("select last_failure, failed_at from auth.key_sets() "
@@ -179,9 +168,9 @@ def test_planted_state_files_never_break_verification(setup, looks, shared_kid):
     time.sleep(REFRESH_MIN + 1.5)
     for i in range(3):   # new connections: new backends read the planted files
         with app(pg) as conn:
-            assert user_of(conn, mint(a_key, sub=f"a{i}", claims={
+            assert session_user(conn, mint(a_key, sub=f"a{i}", claims={
                 "iss": "https://a.example", "aud": "db"})) == f"a{i}"
-            assert user_of(conn, looks["google"].token()) == looks["google"].user
+            assert session_user(conn, looks["google"].token()) == looks["google"].user
     assert "TypeError" not in pg.logs()
     assert "ignoring" in pg.logs()
 
@@ -196,7 +185,7 @@ def test_keycloak_alone_through_the_single_url_variable(image, network, start_co
         "PG_SESSION_JWT_JWKS_URL": url, "PG_SESSION_JWT_JWKS_CA_FILE": CA_FILE,
         "PG_SESSION_JWT_AUDIENCE": "db-api", "PG_SESSION_JWT_ISSUER": kc.issuer})
     with pg.connect() as conn:
-        assert user_of(conn, kc.token()) == kc.user
+        assert session_user(conn, kc.token()) == kc.user
         assert "is an encryption key" in pg.logs()
 
 
@@ -216,6 +205,6 @@ def test_issuers_from_the_settings_yaml(image, network, start_container, issuers
         "PG_SESSION_JWT_CONFIG_YAML": "/etc/pgjwt-test.yaml"}, volumes={
         **ca_volume(served), str(config): {"bind": "/etc/pgjwt-test.yaml", "mode": "ro"}})
     with pg.connect() as conn:
-        assert user_of(conn, clerk.token()) == clerk.user
-        assert user_of(conn, neon.token()) == neon.user
+        assert session_user(conn, clerk.token()) == clerk.user
+        assert session_user(conn, neon.token()) == neon.user
         assert conn.execute("show pg_session_jwt.require_jti").fetchone()[0] == "off"

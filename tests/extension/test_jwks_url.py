@@ -17,6 +17,7 @@ import pytest
 
 from devtools.jwt import generate_key, mint
 from tests.support.issuer import AUDIENCE, REFRESH_MIN, ca_volume, jwks_env
+from tests.support.sql import init_refusal, session_user
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -52,17 +53,6 @@ def token(key, sub="alice", **claims):
     return mint(key, sub=sub, claims={"aud": AUDIENCE, **claims})
 
 
-def session_user(conn, jwt):
-    conn.execute("select auth.jwt_session_init(%s)", [jwt])
-    return conn.execute("select auth.user_id()").fetchone()[0]
-
-
-def refused(conn, jwt):
-    with pytest.raises(psycopg.Error) as info:
-        conn.execute("select auth.jwt_session_init(%s)", [jwt])
-    return info.value
-
-
 def wait_past_refresh_min():
     time.sleep(REFRESH_MIN + 0.5)
 
@@ -89,12 +79,12 @@ def test_rotation_without_restarting_anything(setup, old_key, new_key):
         wait_past_refresh_min()
         with app(pg) as fresh:  # a new connection: its unknown kid triggers the refresh
             assert session_user(fresh, token(new_key, sub="new")) == "new"
-            error = refused(fresh, old_token)
+            error = init_refusal(fresh, old_token)
             assert "matches no key" in str(error) and error.sqlstate == "23514"
         # The existing connection picks up the new set too; the old token, cached there,
         # was verified under the set that was refreshed away: verified again, refused.
         assert session_user(existing, token(new_key, sub="new-here")) == "new-here"
-        assert "matches no key" in str(refused(existing, old_token))
+        assert "matches no key" in str(init_refusal(existing, old_token))
     assert len(issuer.hits()) >= 2
     assert re.search(r"the key set from https://\S+ changed: kids " + re.escape(new_key.get("kid")),
                      pg.logs())
@@ -143,10 +133,10 @@ def test_a_client_cannot_make_the_server_fetch_elsewhere(setup, new_key):
                 conn.execute("alter role app set pg_session_jwt.jwks_url = 'http://x'")
             # A kid nobody knows makes the server refresh: from its own URL only.
             wait_past_refresh_min()
-            assert "matches no key" in str(refused(conn, token(stranger)))
+            assert "matches no key" in str(init_refusal(conn, token(stranger)))
             # A token naming a key URL is refused before any key is looked up.
             header = {"jku": elsewhere.url, "x5u": elsewhere.url}
-            assert "refused" in str(refused(conn, mint(stranger, header=header,
+            assert "refused" in str(init_refusal(conn, mint(stranger, header=header,
                                                        claims={"aud": AUDIENCE})))
             assert session_user(conn, token(new_key)) == "alice"
     with pg.connect() as admin:  # even a superuser's role setting is never read as a URL
@@ -207,7 +197,7 @@ def test_unreachable_issuer_at_start_serves_no_identity(image, network, start_co
         "PG_SESSION_JWT_JWKS_URL": url, "PG_SESSION_JWT_AUDIENCE": AUDIENCE})
     assert "Starting without keys" in pg.logs()
     with pg.connect() as conn:
-        error = refused(conn, token(old_key))
+        error = init_refusal(conn, token(old_key))
         assert error.sqlstate == "02000" and url in str(error)
         assert "cannot reach the issuer" in str(error)
 

@@ -114,12 +114,6 @@ def shared_backend(*conns):
     assert len(pids) == 1, "the pool has one server connection"
 
 
-def admin(stack):
-    settings = stack.settings
-    return psycopg.connect(settings.url("db", "postgres", settings.postgres_password),
-                           autocommit=True, connect_timeout=10)
-
-
 def test_a_holdable_cursor_does_not_reach_the_next_client(stack):
     """alice declares a WITH HOLD cursor over her rows and commits (psycopg withhold=True,
     JDBC HOLD_CURSORS_OVER_COMMIT); the next client of the server connection must find no
@@ -177,12 +171,12 @@ def test_a_role_changing_its_own_defaults_is_not_stopped_but_shows(stack):
     try:
         with stack.connect("db", autocommit=True) as later:
             assert later.execute("show default_transaction_read_only").fetchone() == ("on",)
-        with admin(stack) as conn:
+        with stack.admin() as conn:
             found = conn.execute(
                 "select r.rolname, s.setconfig from pg_db_role_setting s "
                 "join pg_roles r on r.oid = s.setrole where r.rolname = 'app'").fetchall()
             assert ("app", ["pg_session_jwt.session_scope=transaction",
                             "default_transaction_read_only=on"]) in found
     finally:
-        with admin(stack) as conn:
+        with stack.admin() as conn:
             conn.execute("alter role app reset default_transaction_read_only")

@@ -46,3 +46,18 @@ def identity(conn, getter="auth.user_id()"):
         assert result.sqlstate in REFUSALS, (result.sqlstate, str(result))
         return None
     return result[0][0]
+
+
+def session_user(conn, jwt):
+    """auth.user_id() after a session-scoped jwt_session_init(jwt) on `conn`."""
+    conn.execute("select auth.jwt_session_init(%s)", [jwt])
+    return conn.execute("select auth.user_id()").fetchone()[0]
+
+
+def init_refusal(conn, jwt):
+    """The psycopg.Error that jwt_session_init(jwt) raises on `conn` (it must raise)."""
+    try:
+        conn.execute("select auth.jwt_session_init(%s)", [jwt])
+    except psycopg.Error as exc:
+        return exc
+    raise AssertionError("jwt_session_init accepted a token it should refuse")

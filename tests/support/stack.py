@@ -34,6 +34,12 @@ class Stack:
                                     timeout=10) as resp:
             return resp.read().decode().strip()
 
+    def admin(self, service="db"):
+        """An autocommit connection to `service` as the superuser postgres."""
+        s = self.settings
+        return psycopg.connect(s.url(service, "postgres", s.postgres_password), autocommit=True,
+                               connect_timeout=10)
+
     def connect(self, service, **kwargs):
         """A psycopg connection as `app`; prepare_threshold=None: no server-side prepared
         statements, which a transaction pooler cannot keep per client."""
