@@ -371,18 +371,24 @@ class Backend:
             exc.signed = True
             raise
         session = Session(jwt, claims, text, claim_checks.expires(claims, settings.leeway), True)
-        if jti is not None:
-            self.last_jti = jti
-        else:
-            self.cache.put(jwt, session, keyset, claims.get("nbf"))
-        self._verified, self._verified_keys = session, keyset
-        # The getters' cache may hold the raw token this one replaces: an older token must
-        # be verified again (and fail its jti) rather than hit that cache.
-        self.current = None
+        self._remember(session, jti, keyset, claims)
         if settings.audit_log and audit is not None:
             sub, aud = json_dumps(claims.get("sub")), json_dumps(claims.get("aud"))
             audit(f"pg_session_jwt: validated JWT for sub={sub} aud={aud}")
         return session
+
+    def _remember(self, session, jti, keyset, claims):
+        """What a newly verified token leaves behind, on either verification path: its jti
+        (with require_jti) or its place in the verified-token cache, and itself as the last
+        verified session under `keyset`."""
+        if jti is not None:
+            self.last_jti = jti
+        else:
+            self.cache.put(session.token, session, keyset, claims.get("nbf"))
+        self._verified, self._verified_keys = session, keyset
+        # The getters' cache may hold the raw token this one replaces: an older token must
+        # be verified again (and fail its jti) rather than hit that cache.
+        self.current = None
 
     def _verify_issued(self, jwt, now, audit):
         """verify() with PG_SESSION_JWT_ISSUERS: the token's `iss` picks the issuer before
@@ -441,12 +447,7 @@ class Backend:
             exc.args = (exc.message,)
             raise
         session = Session(jwt, claims, text, expires, True, issuer)
-        if jti is not None:
-            self.last_jti = jti
-        else:
-            self.cache.put(jwt, session, keyset, claims.get("nbf"))
-        self._verified, self._verified_keys = session, keyset
-        self.current = None
+        self._remember(session, jti, keyset, claims)
         if settings.audit_log and audit is not None:
             user, aud = json_dumps(session.sub if isinstance(session.sub, str) else None), \
                 json_dumps(claims.get(issuer.audience_claim))
