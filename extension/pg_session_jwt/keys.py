@@ -16,7 +16,6 @@ signing keys (Keycloak's RSA-OAEP key). Members this extension does not use (`x5
 `x5t`, `issuer`, ...) are ignored.
 """
 
-from . import libsodium
 from .encoding import b64url_decode, json_loads
 from .errors import CHECK_VIOLATION, DATATYPE_MISMATCH, JwtError
 
@@ -44,11 +43,18 @@ NO_LIBCRYPTO = ("OpenSSL 3's libcrypto (libcrypto.so.3) could not be loaded; ins
                 "image's libssl3 package, which PostgreSQL itself needs")
 
 
+# The verification libraries are imported on first need, so that a backend loads only what
+# its keys use: each module is a file that a new backend opens and reads (on a container's
+# FUSE-backed root file system, about half a millisecond each). An Ed25519 issuer's backends
+# load neither libcrypto.py nor der.py, an EC or RSA issuer's not libsodium.py.
 def _libcrypto():
-    # Imported on first need: a backend whose issuer signs with Ed25519 (libsodium) then
-    # loads neither libcrypto.py nor der.py, two fewer modules on its cold path.
     from . import libcrypto
     return libcrypto
+
+
+def _libsodium():
+    from . import libsodium
+    return libsodium
 
 
 class UnknownKid(JwtError):
@@ -253,7 +259,7 @@ def _okp(jwk):
     if y in ED25519_SMALL_ORDER_Y:
         raise Skipped("is unusable: its Ed25519 \"x\" is a point of small order, which "
                           "would accept forged signatures; configure the issuer's real public key")
-    verify = libsodium.verifier(x)
+    verify = _libsodium().verifier(x)
     if verify is not None:
         return dict.fromkeys(OKP_ALGS, verify)
     libcrypto = _libcrypto()
