@@ -2,7 +2,7 @@
 
 Only asymmetric public keys are accepted: the setting is readable by every user, so a
 symmetric (`oct`) key or a private key there would let anyone mint tokens. Each key is
-parsed once per backend into verifiers over C libraries the server can load with ctypes:
+parsed once per backend into verifiers over C libraries the server can load (ffi.py):
 Ed25519 through libsodium (libsodium.py), or libcrypto where libsodium is missing; EC and
 RSA through the server's own OpenSSL 3 libcrypto (libcrypto.py). Nothing here imports
 `cryptography`, whose import alone would cost a new connection more than its whole budget.

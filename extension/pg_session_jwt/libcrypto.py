@@ -3,7 +3,7 @@
 Why not `cryptography`: in a new backend, importing its Rust bindings costs 15-18 ms
 (more on a busy host), half of a connection's cold-path budget, and then its EC or RSA
 modules more. PostgreSQL links OpenSSL's libcrypto, so its verification code is already in
-memory and costs only the import of ctypes. OpenSSL 3 is required (bookworm ships 3.0,
+memory and costs only its bindings (ffi.py). OpenSSL 3 is required (bookworm ships 3.0,
 trixie and forky later 3.x): the EVP_PKEY_CTX_set_* setters used here are functions there,
 macros before. Without it `library()` is None and keys.py refuses EC and RSA keys.
 
@@ -15,9 +15,8 @@ loadable, see libsodium.py). Every failed call leaves errors on OpenSSL's per-th
 queue; they are cleared at once so that the server's own TLS code never reads them.
 """
 
-import ctypes
-
 from .der import ec_public_key, ecdsa_signature, rsa_public_key
+from .ffi import Library, addressof, buffer, c_char_p, c_int, c_long, c_size_t, c_ulong, c_void_p
 
 NID_ED25519 = 1087              # obj_mac.h, fixed since 1.1.1
 RSA_PKCS1_PSS_PADDING = 6       # rsa.h
@@ -25,11 +24,12 @@ _OPENSSL_3 = 0x30000000
 _LIBRARIES = (None, "libcrypto.so.3")  # None: the running process (postgres links it)
 _lib = False  # False: not looked up yet; None: not available
 
-_p, _int, _size = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+_p, _int, _size = c_void_p, c_int, c_size_t
 _PROTOTYPES = {
     "ERR_clear_error": (None, ()),
-    "d2i_PUBKEY": (_p, (_p, ctypes.POINTER(_p), ctypes.c_long)),
-    "EVP_PKEY_new_raw_public_key": (_p, (_int, _p, ctypes.c_char_p, _size)),
+    "ERR_peek_error": (c_ulong, ()),
+    "d2i_PUBKEY": (_p, (_p, _p, c_long)),   # the second: the address of a const unsigned char *
+    "EVP_PKEY_new_raw_public_key": (_p, (_int, _p, c_char_p, _size)),
     "EVP_PKEY_free": (None, (_p,)),
     "EVP_PKEY_CTX_new": (_p, (_p, _p)),
     "EVP_PKEY_CTX_free": (None, (_p,)),
@@ -39,31 +39,33 @@ _PROTOTYPES = {
     "EVP_PKEY_CTX_set_rsa_padding": (_int, (_p, _int)),
     "EVP_PKEY_CTX_set_rsa_pss_saltlen": (_int, (_p, _int)),
     "EVP_PKEY_CTX_set_rsa_mgf1_md": (_int, (_p, _p)),
-    "EVP_PKEY_verify": (_int, (_p, ctypes.c_char_p, _size, ctypes.c_char_p, _size)),
-    "EVP_MD_fetch": (_p, (_p, ctypes.c_char_p, ctypes.c_char_p)),
+    "EVP_PKEY_verify": (_int, (_p, c_char_p, _size, c_char_p, _size)),
+    "EVP_MD_fetch": (_p, (_p, c_char_p, c_char_p)),
     "EVP_MD_get_size": (_int, (_p,)),
-    "EVP_Digest": (_int, (ctypes.c_char_p, _size, _p, _p, _p, _p)),
+    "EVP_Digest": (_int, (c_char_p, _size, _p, _p, _p, _p)),
     "EVP_MD_CTX_new": (_p, ()),
     "EVP_MD_CTX_free": (None, (_p,)),
     "EVP_DigestVerifyInit": (_int, (_p, _p, _p, _p, _p)),
-    "EVP_DigestVerify": (_int, (_p, ctypes.c_char_p, _size, ctypes.c_char_p, _size)),
+    "EVP_DigestVerify": (_int, (_p, c_char_p, _size, c_char_p, _size)),
 }
 
 
 def _load():
-    """libcrypto 3 with the functions above typed, or None."""
+    """libcrypto 3 with the functions above as typed attributes, or None."""
     for name in _LIBRARIES:
         try:
-            lib = ctypes.CDLL(name)
-            version = lib.OpenSSL_version_num
-            version.restype = ctypes.c_ulong
-            if version() < _OPENSSL_3:
-                continue
-            for function, (restype, argtypes) in _PROTOTYPES.items():
-                symbol = getattr(lib, function)
-                symbol.restype, symbol.argtypes = restype, argtypes
-        except (OSError, AttributeError):
+            lib = Library(name)
+        except OSError:
             continue
+        version = lib.function("OpenSSL_version_num", c_ulong)
+        if version is None or version() < _OPENSSL_3:
+            continue
+        functions = {function: lib.function(function, restype, argtypes)
+                     for function, (restype, argtypes) in _PROTOTYPES.items()}
+        if None in functions.values():
+            continue
+        for function, bound in functions.items():
+            setattr(lib, function, bound)
         return lib
     return None
 
@@ -78,9 +80,9 @@ def library():
 
 def _pubkey(lib, der):
     """The EVP_PKEY of a DER SubjectPublicKeyInfo; ValueError when OpenSSL refuses it."""
-    buffer = ctypes.create_string_buffer(der, len(der))
-    cursor = _p(ctypes.addressof(buffer))
-    pkey = lib.d2i_PUBKEY(None, ctypes.byref(cursor), len(der))
+    data = buffer(der)
+    cursor = _p(addressof(data))   # d2i_PUBKEY moves it past what it read
+    pkey = lib.d2i_PUBKEY(None, addressof(cursor), len(der))
     if not pkey:
         lib.ERR_clear_error()
         raise ValueError("libcrypto refused the public key")
@@ -121,8 +123,8 @@ class Verifier:
         self._ctx = None
         self._lib, self._md, self._size = lib, digest.md, digest.size
         self._length, self._ec_size = length, ec_size
-        self._out = ctypes.create_string_buffer(digest.size)
-        self._out_address = ctypes.addressof(self._out)
+        self._out = buffer(digest.size)
+        self._out_address = addressof(self._out)
         self._ctx = lib.EVP_PKEY_CTX_new(pkey, None)
         if not self._ctx:
             raise MemoryError("EVP_PKEY_CTX_new failed")

@@ -1,5 +1,5 @@
 """Ed25519 verification through libsodium (Debian's libsodium23, libsodium26 from forky on),
-loaded with ctypes.
+called through ffi.py.
 
 Why libsodium for Ed25519: on the machines measured, OpenSSL 3 takes about 200 us per
 Ed25519 verification (its generic EVP path and portable field arithmetic) and libsodium
@@ -12,9 +12,10 @@ non-canonical public key encodings. Honest signers never produce either; keys.py
 such keys itself, so that both libraries accept exactly the same keys.
 """
 
-import ctypes
 import os
 import sys
+
+from .ffi import Library, c_char_p, c_int, c_ulonglong
 
 # Newest first; crypto_sign_verify_detached is the same function in both.
 SONAMES = ("libsodium.so.26", "libsodium.so.23")
@@ -36,17 +37,16 @@ def _candidates():
 def _load():
     for name in _candidates():
         try:
-            lib = ctypes.CDLL(name)
-            lib.sodium_init.argtypes = ()
-            lib.sodium_init.restype = ctypes.c_int
-            verify = lib.crypto_sign_verify_detached
-        except (OSError, AttributeError):
+            lib = Library(name)
+        except OSError:
             continue
-        # 0: initialised now, 1: already initialised; -1: unusable (no entropy source).
-        if lib.sodium_init() < 0:
+        init = lib.function("sodium_init", c_int)
+        verify = lib.function("crypto_sign_verify_detached", c_int,
+                              (c_char_p, c_char_p, c_ulonglong, c_char_p))
+        # sodium_init: 0 initialised now, 1 already initialised; -1 unusable (no entropy).
+        if init is None or verify is None or init() < 0:
             continue
-        verify.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p)
-        verify.restype = ctypes.c_int
+        lib.crypto_sign_verify_detached = verify
         return lib
     return None
 

@@ -13,6 +13,7 @@ getters (PL/Python then adds "plpy.Error: " and a traceback as CONTEXT).
 
 from time import time
 
+from . import ffi
 from .errors import NULL_VALUE_NOT_ALLOWED, OBJECT_NOT_IN_PREREQUISITE_STATE, JwtError
 from .session import Backend
 from .settings import BY_NAME, CONNECTION_START
@@ -81,15 +82,21 @@ _reset_readers = None
 
 
 def _reset_reader_functions():
-    import ctypes
-
-    server = ctypes.CDLL(None)
-    reset = getattr(server, "GetConfigOptionResetString", None)
+    reset = _server().function("GetConfigOptionResetString", ffi.c_char_p, (ffi.c_char_p,))
     if reset is None:   # not inside a server: unit tests
         return (lambda name, missing_ok, restrict: None), None
-    reset.restype = ctypes.c_char_p
-    reset.argtypes = [ctypes.c_char_p]
     return _config_reader(), reset
+
+
+def _server():
+    """The running process: inside a backend, the server's own functions."""
+    global _server_library
+    if _server_library is None:
+        _server_library = ffi.Library(None)
+    return _server_library
+
+
+_server_library = None
 
 
 def in_parallel_mode():
@@ -97,12 +104,9 @@ def in_parallel_mode():
     server (unit tests) the symbol does not exist and the answer is False."""
     global _is_in_parallel_mode
     if _is_in_parallel_mode is None:
-        import ctypes
-
-        function = getattr(ctypes.CDLL(None), "IsInParallelMode", None)
+        function = _server().function("IsInParallelMode", ffi.c_bool)
         if function is None:
             return False
-        function.restype = ctypes.c_bool
         _is_in_parallel_mode = function
     return _is_in_parallel_mode()
 
@@ -116,7 +120,7 @@ def transaction_stamp():
     server (unit tests): 0.
 
     Read per row by the getters, so it must cost next to nothing: no call into the server
-    (a ctypes call costs about as much as the whole getter). Instead the backend registers,
+    (a C call costs about as much as the whole getter). Instead the backend registers,
     once, libc's clock_gettime() as a transaction callback (RegisterXactCallback): PostgreSQL
     calls callback(event, arg) at every transaction end, so clock_gettime(event, buffer)
     writes the time of clock number `event` (0-7, all valid Linux clocks; COMMIT writes
@@ -140,18 +144,14 @@ class _Constant:
 
 def _transaction_clock():
     """(seconds, nanoseconds) views of the buffer the transaction callback writes."""
-    import ctypes
-
-    server = ctypes.CDLL(None)
-    register = getattr(server, "RegisterXactCallback", None)
+    server = _server()
+    register = server.function("RegisterXactCallback", None, (ffi.c_void_p, ffi.c_void_p))
     if register is None:   # not inside a server: unit tests
         return _Constant(), _Constant()
-    timespec = (ctypes.c_int64 * 2)()   # struct timespec on 64-bit Linux
-    _keep_alive.append(timespec)        # PostgreSQL holds its address for the backend's life
-    register.restype = None
-    register.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-    register(ctypes.cast(server.clock_gettime, ctypes.c_void_p), ctypes.addressof(timespec))
-    return (ctypes.c_int64.from_buffer(timespec, 0), ctypes.c_int64.from_buffer(timespec, 8))
+    timespec = (ffi.c_int64 * 2)()    # struct timespec on 64-bit Linux
+    _keep_alive.append(timespec)  # PostgreSQL holds its address for the backend's life
+    register(server.address("clock_gettime"), ffi.addressof(timespec))
+    return (ffi.c_int64.from_buffer(timespec, 0), ffi.c_int64.from_buffer(timespec, 8))
 
 
 _keep_alive = []
@@ -168,20 +168,14 @@ def statement_start():
     new start (else one CALL could act as an expired user for as long as it loops). Read
     with the server's GetCurrentStatementStartTimestamp() and
     GetCurrentTransactionStartTimestamp(), which cannot fail; asked only once a session has
-    expired, so the ctypes calls are no cost on the getters' path. Outside a server (unit
+    expired, so these calls are no cost on the getters' path. Outside a server (unit
     tests): None (the statement counts as starting now)."""
     global _statement_clocks
     if _statement_clocks is None:
-        import ctypes
-
-        server = ctypes.CDLL(None)
-        clocks = [getattr(server, name, None) for name in (
+        clocks = [_server().function(name, ffi.c_int64) for name in (
             "GetCurrentStatementStartTimestamp", "GetCurrentTransactionStartTimestamp")]
         if None in clocks:
             return None
-        for function in clocks:
-            function.restype = ctypes.c_int64
-            function.argtypes = []
         _statement_clocks = clocks
     return max(clock() for clock in _statement_clocks) / 1_000_000 + POSTGRES_EPOCH
 
@@ -216,13 +210,10 @@ _get_config_option = None
 
 
 def _config_reader():
-    import ctypes
-
-    function = getattr(ctypes.CDLL(None), "GetConfigOption", None)
+    function = _server().function("GetConfigOption", ffi.c_char_p,
+                                  (ffi.c_char_p, ffi.c_bool, ffi.c_bool))
     if function is None:   # not inside a server: unit tests
         return lambda name, missing_ok, restrict: None
-    function.restype = ctypes.c_char_p
-    function.argtypes = [ctypes.c_char_p, ctypes.c_bool, ctypes.c_bool]
     return function
 
 
