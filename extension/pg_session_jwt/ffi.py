@@ -18,38 +18,19 @@ unsigned long and int64_t a long there.
 import _ctypes
 
 
-class c_void_p(_ctypes._SimpleCData):
-    _type_ = "P"
+def _c_type(name, code):
+    """A C type as ctypes/__init__.py defines it: a _SimpleCData subclass with its code."""
+    return type(name, (_ctypes._SimpleCData,), {"_type_": code})
 
 
-class c_char_p(_ctypes._SimpleCData):
-    _type_ = "z"
-
-
-class c_char(_ctypes._SimpleCData):
-    _type_ = "c"
-
-
-class c_bool(_ctypes._SimpleCData):
-    _type_ = "?"
-
-
-class c_int(_ctypes._SimpleCData):
-    _type_ = "i"
-
-
-class c_long(_ctypes._SimpleCData):
-    _type_ = "l"
-
-
-class c_ulong(_ctypes._SimpleCData):
-    _type_ = "L"
-
-
-class c_ulonglong(_ctypes._SimpleCData):
-    _type_ = "Q"
-
-
+c_void_p = _c_type("c_void_p", "P")
+c_char_p = _c_type("c_char_p", "z")
+c_char = _c_type("c_char", "c")
+c_bool = _c_type("c_bool", "?")
+c_int = _c_type("c_int", "i")
+c_long = _c_type("c_long", "l")
+c_ulong = _c_type("c_ulong", "L")
+c_ulonglong = _c_type("c_ulonglong", "Q")
 c_size_t, c_int64 = c_ulong, c_long
 addressof = _ctypes.addressof
 

@@ -45,7 +45,7 @@ NO_LIBCRYPTO = ("OpenSSL 3's libcrypto (libcrypto.so.3) could not be loaded; ins
 
 # The verification libraries are imported on first need, so that a backend loads only what
 # its keys use: each module is a file that a new backend opens and reads (on a container's
-# FUSE-backed root file system, about half a millisecond each). An Ed25519 issuer's backends
+# FUSE-backed root file system, 0.15-0.65 ms each). An Ed25519 issuer's backends
 # load neither libcrypto.py nor der.py, an EC or RSA issuer's not libsodium.py.
 def _libcrypto():
     from . import libcrypto

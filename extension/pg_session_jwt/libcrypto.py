@@ -27,7 +27,6 @@ _lib = False  # False: not looked up yet; None: not available
 _p, _int, _size = c_void_p, c_int, c_size_t
 _PROTOTYPES = {
     "ERR_clear_error": (None, ()),
-    "ERR_peek_error": (c_ulong, ()),
     "d2i_PUBKEY": (_p, (_p, _p, c_long)),   # the second: the address of a const unsigned char *
     "EVP_PKEY_new_raw_public_key": (_p, (_int, _p, c_char_p, _size)),
     "EVP_PKEY_free": (None, (_p,)),

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from pg_session_jwt import keys, libcrypto, libsodium, token
+from pg_session_jwt import ffi, keys, libcrypto, libsodium, token
 from pg_session_jwt.errors import JwtError
 
 from devtools.jwt import generate_key, mint, public_jwk
@@ -116,7 +116,8 @@ def agree(mine, judge, data, signature):
 
 
 def assert_queue_empty(lib):
-    assert lib.ERR_peek_error() == 0, "a failed check left errors on OpenSSL's queue"
+    peek = lib.function("ERR_peek_error", ffi.c_ulong)
+    assert peek() == 0, "a failed check left errors on OpenSSL's queue"
 
 
 @pytest.mark.parametrize("alg", sorted(CURVES))
